@@ -1,0 +1,3 @@
+from computility.cli.main import main
+
+main()

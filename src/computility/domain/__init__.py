@@ -1,0 +1,1 @@
+"""Pure value types of the compute network: devices, compute units, pools, workloads, errors."""
