@@ -1,0 +1,139 @@
+"""Pieces shared by the trace readers: value parsing that reports the exact field, CSV rows with
+their physical line numbers, and interning of tenants and accelerator sets.
+
+Every reader must turn a bad value into the one-line ``PATH:LINE: field N (name)`` message, so the
+parsing helpers take the location along with the text instead of letting ``ValueError`` escape.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Callable, Iterable, Iterator, Sequence
+
+from computility.domain.errors import BadInput, FieldError, UnknownDeviceType
+from computility.domain.workload import ANY_GPU
+
+GpuResolver = Callable[[str], tuple[str, ...]]
+"""Maps a device name from a trace (``V100M32``, ``A100``) to catalogue ids, or raises
+`UnknownDeviceType`."""
+
+
+def parse_number(path: str, line: int, field_no: int, name: str, text: str) -> float:
+    """A finite number; NaN and infinities are refused because no trace means them."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise FieldError(path, line, field_no, name, "a number", text) from None
+    if not math.isfinite(value):
+        raise FieldError(path, line, field_no, name, "a finite number", text)
+    return value
+
+
+def parse_count(path: str, line: int, field_no: int, name: str, text: str) -> int:
+    """A non-negative integer (``4`` and ``4.0`` both accepted: some exporters write floats)."""
+    value = parse_number(path, line, field_no, name, text)
+    if value < 0 or not value.is_integer():
+        raise FieldError(path, line, field_no, name, "a non-negative integer", text)
+    return int(value)
+
+
+def csv_rows(path: str, lines: Iterable[str]) -> Iterator[tuple[int, list[str]]]:
+    """Non-blank CSV rows, each with the physical line on which it starts.
+
+    ``csv.reader.line_num`` counts the lines consumed, so the line after the previous record's
+    end is where the next one starts, even when a quoted field spans lines.
+    """
+    reader = csv.reader(lines)
+    end = 0
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            raise BadInput(f"{path}:{reader.line_num}: malformed CSV ({exc})") from None
+        start, end = end + 1, reader.line_num
+        if not row or (len(row) == 1 and not row[0].strip()):
+            continue
+        yield start, row
+
+
+def check_width(path: str, line: int, row: Sequence[str], header: Sequence[str]) -> None:
+    """Refuse a row whose field count differs from the header's, naming the first field off."""
+    if len(row) == len(header):
+        return
+    field_no = min(len(row), len(header)) + 1
+    name = header[field_no - 1] if field_no <= len(header) else "extra field"
+    raise FieldError(
+        path,
+        line,
+        field_no,
+        name,
+        f"{len(header)} comma-separated fields, as in the header",
+        ",".join(row),
+    )
+
+
+class Tenants:
+    """Tenant names in order of first appearance, so indices are stable for a given file."""
+
+    def __init__(self) -> None:
+        self._index: dict[str, int] = {}
+
+    def index(self, name: str) -> int:
+        found = self._index.get(name)
+        if found is None:
+            found = self._index[name] = len(self._index)
+        return found
+
+    def names(self) -> tuple[str, ...]:
+        return tuple(self._index) or ("default",)
+
+
+class GpuTypeSets:
+    """Resolves ``|``-separated accelerator names once per distinct spelling and interns the
+    resulting id sets, so a trace with thousands of GPU tasks calls the resolver a few times.
+
+    Without a resolver the names are kept as they are: useful for files that already hold
+    catalogue ids, and for tools that do not load the catalogue.
+    """
+
+    def __init__(self, path: str, resolve: GpuResolver | None) -> None:
+        self._path = path
+        self._resolve = resolve
+        self.sets: list[tuple[str, ...]] = []
+        self._by_ids: dict[tuple[str, ...], int] = {}
+        self._by_spec: dict[str, int] = {}
+
+    def index(self, spec: str, line: int, field_no: int, field_name: str) -> int:
+        cached = self._by_spec.get(spec)
+        if cached is not None:
+            return cached
+        names = [n.strip() for n in spec.split("|") if n.strip()]
+        if not names:
+            self._by_spec[spec] = ANY_GPU
+            return ANY_GPU
+        ids: list[str] = []
+        for name in names:
+            try:
+                resolved = self._resolve(name) if self._resolve is not None else (name,)
+            except UnknownDeviceType:
+                resolved = ()
+            if not resolved:
+                raise FieldError(
+                    self._path,
+                    line,
+                    field_no,
+                    field_name,
+                    "GPU type names known to the device catalogue, separated by '|'",
+                    name,
+                )
+            ids.extend(r for r in resolved if r not in ids)
+        key = tuple(ids)
+        found = self._by_ids.get(key)
+        if found is None:
+            found = self._by_ids[key] = len(self.sets)
+            self.sets.append(key)
+        self._by_spec[spec] = found
+        return found
