@@ -106,6 +106,6 @@ def replay(
         end=end,
         pool=site.pool_of.copy(),
         reasons=reasons,
-        events=n + starts + (starts),
+        events=n + 2 * starts,  # arrivals + starts + completions
         wall_s=time.perf_counter() - t0,
     )

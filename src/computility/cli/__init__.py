@@ -1,0 +1,1 @@
+"""The `computility` command: one module per command group, nothing imports it."""

@@ -1,0 +1,137 @@
+"""`computility sim`: replay a workload and report, as a table, JSON and plots."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import tempfile
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+from computility.cli.render import print_report, results_table
+from computility.domain.errors import UsageError
+from computility.sim.engine import ProgressFn
+from computility.sim.run import DEFAULT_START, SimOutcome, SimRequest, simulate
+
+PROGRESS_MIN_JOBS = 20_000
+"""Smaller runs finish before a bar would be worth drawing."""
+
+
+def _split(values: list[str] | None, default: tuple[str, ...]) -> tuple[str, ...]:
+    if not values:
+        return default
+    return tuple(p.strip() for v in values for p in v.split(",") if p.strip())
+
+
+def sim_command(
+    trace: Annotated[str | None, typer.Option("--trace", help="Trace file (plain or .gz).")] = None,
+    fmt: Annotated[
+        str, typer.Option("--format", help="auto|swf|alibaba|philly|csv")
+    ] = "auto",
+    limit: Annotated[int | None, typer.Option(help="Keep the first N simulated records.")] = None,
+    network: Annotated[str, typer.Option(help="single (more arrive with the network model)")] = (
+        "single"
+    ),
+    cpus: Annotated[int | None, typer.Option(help="Processors of the single site.")] = None,
+    gpus: Annotated[
+        list[str] | None, typer.Option(help="Accelerator pool TYPE:N (repeatable).")
+    ] = None,
+    policy: Annotated[
+        list[str] | None, typer.Option(help="Placement policies, comma-separated.")
+    ] = None,
+    queue: Annotated[
+        list[str] | None, typer.Option(help="Queue disciplines fcfs,easy,conservative.")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of every random choice.")] = 0,
+    start: Annotated[str, typer.Option(help="Wall-clock time of simulated time 0.")] = (
+        DEFAULT_START
+    ),
+    arrivals: Annotated[
+        str | None, typer.Option(help="poisson:RATE_PER_HOUR for traces without times.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON report on stdout.")] = False,
+    out: Annotated[Path | None, typer.Option(help="Folder for report.json, table and plots.")] = (
+        None
+    ),
+) -> None:
+    """Replay a workload on a model of the network with the live scheduler, and report."""
+    if trace is None:
+        raise UsageError("sim: give --trace PATH")
+    req = SimRequest(
+        trace=trace,
+        fmt=fmt,
+        limit=limit,
+        network=network,
+        cpus=cpus,
+        gpus=tuple(gpus or ()),
+        policies=_split(policy, ("balanced",)),
+        queues=_split(queue, ("easy",)),
+        seed=seed,
+        start=start,
+        arrivals=arrivals,
+    )
+    with ExitStack() as stack:
+        factory = _progress_factory(stack) if sys.stderr.isatty() else None
+        outcome = simulate(req, progress=factory)
+    report = outcome.report()
+    if out is not None:
+        write_outputs(outcome, report, out)
+    if as_json:
+        sys.stdout.write(json.dumps(report) + "\n")
+    else:
+        print_report(report, Console(width=None if sys.stdout.isatty() else 160))
+
+
+def write_outputs(outcome: SimOutcome, report: dict[str, object], out: Path) -> None:
+    """Write report.json, report.txt and the plots into `out`, all or nothing.
+
+    Everything is written to a scratch folder first and moved in only when complete, so a
+    failure leaves `out` as it was.
+    """
+    from computility.sim.plots import write_plots
+
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out: '{out}' exists and is not a folder")
+    parent = out.resolve().parent
+    parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=parent, prefix=".computility-out-") as tmp:
+        scratch = Path(tmp)
+        (scratch / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+        console = Console(file=open(scratch / "report.txt", "w"), width=160)  # noqa: SIM115
+        console.print(results_table(report))
+        console.file.close()
+        write_plots(outcome, scratch)
+        out.mkdir(parents=True, exist_ok=True)
+        for item in scratch.iterdir():
+            shutil.move(str(item), out / item.name)
+
+
+def _progress_factory(stack: ExitStack) -> object:
+    progress = stack.enter_context(
+        Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total} jobs"),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+            transient=True,
+        )
+    )
+
+    def factory(label: str, total: int) -> ProgressFn | None:
+        if total < PROGRESS_MIN_JOBS:
+            return None
+        task = progress.add_task(label, total=total)
+
+        def update(done: int) -> None:
+            progress.update(task, completed=done)
+
+        return update
+
+    return factory

@@ -1,0 +1,68 @@
+"""PNG plots of a simulation: wait and slowdown distributions, utilisation over time.
+
+Matplotlib is imported only here and only when plots are asked for, so a plain run starts fast.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from computility.sim.metrics import BOUNDED_SLOWDOWN_FLOOR_S, meter, utilization_series
+
+if TYPE_CHECKING:
+    from computility.sim.run import SimOutcome
+
+
+def _cdf(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    x = np.sort(values)
+    y = np.arange(1, x.shape[0] + 1) / max(x.shape[0], 1)
+    return x, y
+
+
+def write_plots(outcome: SimOutcome, folder: Path) -> list[Path]:
+    """Write the three plots into `folder` and return their paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    w = outcome.workload
+    paths: list[Path] = []
+    fig_w, ax_w = plt.subplots(figsize=(7, 4.5))
+    fig_s, ax_s = plt.subplots(figsize=(7, 4.5))
+    fig_u, ax_u = plt.subplots(figsize=(9, 4.5))
+    for run in outcome.runs:
+        label = f"{run.policy}/{run.queue}"
+        done = ~run.schedule.rejected
+        wait = (run.schedule.start - w.submit)[done]
+        runtime = w.run[done]
+        bsld = np.maximum(1.0, (wait + runtime) / np.maximum(runtime, BOUNDED_SLOWDOWN_FLOOR_S))
+        x, y = _cdf(np.maximum(wait, 1.0))
+        ax_w.step(x, y, where="post", label=label)
+        x, y = _cdf(bsld)
+        ax_s.step(x, y, where="post", label=label)
+        usage = meter(w, run.schedule, outcome.site)
+        t, u = utilization_series(run.schedule, usage, outcome.site.total_cu)
+        ax_u.plot(t / 3600.0, u, label=label, linewidth=1)
+    ax_w.set(xscale="log", xlabel="wait (s, floored at 1 s)", ylabel="fraction of jobs",
+             title=f"Wait time distribution — {w.name}")
+    ax_s.set(xscale="log", xlabel="bounded slowdown (10 s floor)", ylabel="fraction of jobs",
+             title=f"Bounded slowdown distribution — {w.name}")
+    ax_u.set(xlabel="simulated time (h)", ylabel="busy share of CU", ylim=(0, 1.05),
+             title=f"Utilisation over time — {outcome.network}")
+    for name, fig, ax in (
+        ("wait_cdf.png", fig_w, ax_w),
+        ("slowdown_cdf.png", fig_s, ax_s),
+        ("utilization.png", fig_u, ax_u),
+    ):
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        path = folder / name
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths.append(path)
+    return paths

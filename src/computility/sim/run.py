@@ -1,0 +1,156 @@
+"""One simulation request, start to finish: read, build the network, replay each pair, report.
+
+The CLI is a thin shell around `simulate`; tests and benchmarks call it directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from computility.domain.devices import Catalogue, default_catalogue
+from computility.domain.errors import UsageError
+from computility.domain.site import Site
+from computility.domain.workload import Workload
+from computility.scheduler.policies import DEFAULT_POLICY, PLACEMENT_POLICIES
+from computility.scheduler.queues import QUEUE_DISCIPLINES
+from computility.scheduler.site import PoolSlots
+from computility.sim.engine import ProgressFn, Schedule, replay
+from computility.sim.metrics import summarize
+from computility.sim.single import parse_gpu_args, single_site
+from computility.sim.traces import read_trace
+
+DEFAULT_START = "2024-01-01T00:00:00+08:00"
+
+
+@dataclass(frozen=True, slots=True)
+class SimRequest:
+    """Everything `computility sim` was asked, validated by `checked()`."""
+
+    trace: str
+    fmt: str = "auto"
+    limit: int | None = None
+    network: str = "single"
+    cpus: int | None = None
+    gpus: tuple[str, ...] = ()
+    policies: tuple[str, ...] = (DEFAULT_POLICY,)
+    queues: tuple[str, ...] = ("easy",)
+    seed: int = 0
+    start: str = DEFAULT_START
+    arrivals: str | None = None
+
+    def checked(self) -> SimRequest:
+        """Raise UsageError for any argument that is wrong on its face, before reading input."""
+        for p in self.policies:
+            if p not in PLACEMENT_POLICIES:
+                raise UsageError(
+                    f"--policy: unknown policy '{p}' (choose from {' '.join(PLACEMENT_POLICIES)})"
+                )
+        for q in self.queues:
+            if q not in QUEUE_DISCIPLINES:
+                raise UsageError(
+                    f"--queue: unknown queue '{q}' (choose from {' '.join(QUEUE_DISCIPLINES)})"
+                )
+        if not self.policies or not self.queues:
+            raise UsageError("--policy and --queue need at least one name each")
+        if self.limit is not None and self.limit <= 0:
+            raise UsageError(f"--limit: expected a positive integer, got {self.limit}")
+        parse_start(self.start)
+        parse_gpu_args(self.gpus)
+        if self.network != "single":
+            raise UsageError(
+                f"--network {self.network}: only 'single' is available in this version"
+            )
+        return self
+
+
+def parse_start(value: str) -> datetime:
+    """The wall-clock time of simulated time 0; a time without a zone is refused."""
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        raise UsageError(
+            f"--start: expected an ISO-8601 time such as {DEFAULT_START}, got '{value}'"
+        ) from None
+    if when.tzinfo is None:
+        raise UsageError(f"--start: expected a time with a UTC offset, got '{value}'")
+    return when
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    """One (policy, queue) replay: its schedule and its summary."""
+
+    policy: str
+    queue: str
+    schedule: Schedule
+    summary: dict[str, object]
+
+
+@dataclass(frozen=True, slots=True)
+class SimOutcome:
+    """A whole simulation: the workload, the network it ran on, and every pair's result."""
+
+    workload: Workload
+    site: Site
+    network: str
+    runs: list[RunResult] = field(default_factory=list)
+
+    def report(self) -> dict[str, object]:
+        """The contract's JSON report."""
+        return {
+            "trace": self.workload.name,
+            "network": self.network,
+            "jobs": len(self.workload),
+            "skipped": self.workload.skipped,
+            "censored": self.workload.censored,
+            "results": [r.summary for r in self.runs],
+        }
+
+
+ProgressFactory = Callable[[str, int], ProgressFn | None]
+
+
+def load_workload(req: SimRequest, catalogue: Catalogue) -> Workload:
+    def resolve(name: str) -> tuple[str, ...]:
+        return tuple(d.id for d in catalogue.match(name))
+
+    return read_trace(
+        req.trace,
+        req.fmt,
+        limit=req.limit,
+        arrivals=req.arrivals,
+        seed=req.seed,
+        resolve_gpu=resolve,
+    )
+
+
+def simulate(
+    req: SimRequest,
+    catalogue: Catalogue | None = None,
+    progress: ProgressFactory | None = None,
+) -> SimOutcome:
+    """Run every (policy, queue) pair of `req`, policies outer and queues inner."""
+    req = req.checked()
+    catalogue = catalogue or default_catalogue()
+    workload = load_workload(req, catalogue)
+    site = single_site(workload, catalogue, req.cpus, parse_gpu_args(req.gpus))
+    slots = pool_slots(site)
+    outcome = SimOutcome(workload=workload, site=site, network=req.network)
+    for policy in req.policies:
+        for queue in req.queues:
+            label = f"{policy}/{queue}"
+            schedule = replay(
+                workload, slots, queue, progress(label, len(workload)) if progress else None
+            )
+            summary = summarize(workload, schedule, site, policy, queue)
+            outcome.runs.append(RunResult(policy, queue, schedule, summary))
+    return outcome
+
+
+def pool_slots(site: Site) -> Sequence[PoolSlots]:
+    """The scheduler's view of a site's pools."""
+    return [
+        PoolSlots(p.device.id, "cpu" if p.is_cpu else "gpu", p.units) for p in site.pools
+    ]
