@@ -25,6 +25,7 @@ What it does:
 
 Exit status: 0 ok, 2 bad arguments, 3 AccaSim not importable, 4 AccaSim failed.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,10 +44,10 @@ for _name in ("Mapping", "MutableMapping", "Sequence", "MutableSequence", "Itera
         setattr(collections, _name, getattr(collections.abc, _name))
 
 try:
-    import accasim  # noqa: F401
+    import accasim
+    from accasim.base.allocator_class import BestFit, FirstFit
+    from accasim.base.scheduler_class import EASYBackfilling, FirstInFirstOut
     from accasim.base.simulator_class import Simulator
-    from accasim.base.scheduler_class import FirstInFirstOut, EASYBackfilling
-    from accasim.base.allocator_class import FirstFit, BestFit
     from accasim.utils.reader_class import DefaultTweaker
 except ImportError as exc:  # pragma: no cover - depends on the environment
     print(f"AccaSim is not importable ({exc}); install it with: pip install accasim")
@@ -133,17 +134,35 @@ def main(argv=None):
     ap.add_argument("--dispatcher", required=True, choices=["fifo", "easy"])
     ap.add_argument("--out", required=True, help="JSON summary to write")
     ap.add_argument("--cores", type=int, default=256, help="cores of the single node (default 256)")
-    ap.add_argument("--nodes", type=int, default=1,
-                    help="number of identical nodes of --cores cores each (default 1)")
-    ap.add_argument("--allocator", choices=["ff", "bf"], default="ff",
-                    help="AccaSim allocator: FirstFit (default) or BestFit")
-    ap.add_argument("--keep-requested", action="store_true",
-                    help="do NOT replace a missing requested time (-1) by the run time")
-    ap.add_argument("--results-dir", default=None,
-                    help="where AccaSim writes its own files (default: a temp dir, removed)")
-    ap.add_argument("--max-lines", type=int, default=None,
-                    help="only read the first N lines of the trace, header lines included "
-                         "(AccaSim's max_lines)")
+    ap.add_argument(
+        "--nodes",
+        type=int,
+        default=1,
+        help="number of identical nodes of --cores cores each (default 1)",
+    )
+    ap.add_argument(
+        "--allocator",
+        choices=["ff", "bf"],
+        default="ff",
+        help="AccaSim allocator: FirstFit (default) or BestFit",
+    )
+    ap.add_argument(
+        "--keep-requested",
+        action="store_true",
+        help="do NOT replace a missing requested time (-1) by the run time",
+    )
+    ap.add_argument(
+        "--results-dir",
+        default=None,
+        help="where AccaSim writes its own files (default: a temp dir, removed)",
+    )
+    ap.add_argument(
+        "--max-lines",
+        type=int,
+        default=None,
+        help="only read the first N lines of the trace, header lines included "
+        "(AccaSim's max_lines)",
+    )
     args = ap.parse_args(argv)
 
     trace = os.path.abspath(args.trace)
@@ -171,10 +190,7 @@ def main(argv=None):
         json.dump(sys_config, fh, indent=1)
 
     alloc = FirstFit() if args.allocator == "ff" else BestFit()
-    if args.dispatcher == "fifo":
-        dispatcher = FirstInFirstOut(alloc)
-    else:
-        dispatcher = EASYBackfilling(alloc)
+    dispatcher = FirstInFirstOut(alloc) if args.dispatcher == "fifo" else EASYBackfilling(alloc)
 
     extra = {}
     if args.max_lines:
@@ -183,16 +199,22 @@ def main(argv=None):
     t0 = time.perf_counter()
     # The tweaker needs the resource manager only for a type check; AccaSim builds the
     # real one from sys_config inside Simulator.__init__.
-    tweaker = RequestedIsRuntimeTweaker(0, None, sys_config["equivalence"],
-                                        fix_requested=not args.keep_requested)
+    tweaker = RequestedIsRuntimeTweaker(
+        0, None, sys_config["equivalence"], fix_requested=not args.keep_requested
+    )
     try:
         sim = Simulator(
-            trace, sys_config_path, dispatcher,
+            trace,
+            sys_config_path,
+            dispatcher,
             tweak_function=tweaker,
             RESULTS_FOLDER_PATH=results_dir,
             SCHEDULE_OUTPUT=SCHEDULE_OUTPUT,
-            scheduling_output=True, statistics_output=True, pprint_output=False,
-            benchmark_output=False, show_statistics=False,
+            scheduling_output=True,
+            statistics_output=True,
+            pprint_output=False,
+            benchmark_output=False,
+            show_statistics=False,
             **extra,
         )
         sim.start_simulation(system_status=False)
@@ -235,7 +257,8 @@ def main(argv=None):
         "requested_time_set_to_runtime": tweaker.fixed,
         "dropped_job_ids": dropped,
         "accasim_internal_sim_time_s": sim.end_simulation_time - sim.start_simulation_time
-        if sim.end_simulation_time is not None else None,
+        if sim.end_simulation_time is not None
+        else None,
         "accasim_stats": stats,
         "ends": {jid: rows[jid][2] for jid in starts},
     }
@@ -243,9 +266,11 @@ def main(argv=None):
     os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
     with open(out, "w") as fh:
         json.dump(summary, fh, indent=1)
-    print(f"{args.dispatcher}: {n} jobs ({len(dropped)} dropped), wall {wall_s:.2f} s, "
-          f"mean wait {summary['mean_wait_s']:.1f} s, "
-          f"mean bounded slowdown {summary['mean_bounded_slowdown']:.2f} -> {out}")
+    print(
+        f"{args.dispatcher}: {n} jobs ({len(dropped)} dropped), wall {wall_s:.2f} s, "
+        f"mean wait {summary['mean_wait_s']:.1f} s, "
+        f"mean bounded slowdown {summary['mean_bounded_slowdown']:.2f} -> {out}"
+    )
     if tmp is not None:
         tmp.cleanup()
     return 0

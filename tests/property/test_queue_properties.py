@@ -7,7 +7,6 @@ words; on any workload the two must give the same schedule.
 
 from __future__ import annotations
 
-
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -90,7 +89,7 @@ def reference(w: Workload, discipline: str) -> list[float]:
             for r in running:
                 deltas[r[1]] = deltas.get(r[1], 0) + r[2]
 
-            def free_at(t: float) -> int:
+            def free_at(t: float, free: int = free, deltas: dict[float, int] = deltas) -> int:
                 return free + sum(d for k, d in deltas.items() if k <= t)
 
             for q in list(queue):

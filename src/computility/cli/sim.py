@@ -17,7 +17,13 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from computility.cli.render import print_report, results_table
 from computility.domain.errors import UsageError
 from computility.sim.engine import ProgressFn
-from computility.sim.run import DEFAULT_START, SimOutcome, SimRequest, simulate
+from computility.sim.run import (
+    DEFAULT_START,
+    ProgressFactory,
+    SimOutcome,
+    SimRequest,
+    simulate,
+)
 
 PROGRESS_MIN_JOBS = 20_000
 """Smaller runs finish before a bar would be worth drawing."""
@@ -112,7 +118,7 @@ def write_outputs(outcome: SimOutcome, report: dict[str, object], out: Path) -> 
             shutil.move(str(item), out / item.name)
 
 
-def _progress_factory(stack: ExitStack) -> object:
+def _progress_factory(stack: ExitStack) -> ProgressFactory:
     progress = stack.enter_context(
         Progress(
             TextColumn("{task.description}"),

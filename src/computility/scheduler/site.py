@@ -68,8 +68,9 @@ class SiteScheduler:
         spec = self.pools[pool]
         t = self.tasks
         if spec.is_cpu:
-            return (t.gpu_milli == 0) & (t.cpus <= spec.units)
-        ok = (t.gpu_milli > 0) & (t.gpu_milli <= spec.units)
+            cpu_ok: NDArray[np.bool_] = (t.gpu_milli == 0) & (t.cpus <= spec.units)
+            return cpu_ok
+        ok: NDArray[np.bool_] = (t.gpu_milli > 0) & (t.gpu_milli <= spec.units)
         typed = t.gpu_types != ANY_GPU
         if typed.any():
             allowed = np.array(
@@ -134,7 +135,7 @@ class SiteScheduler:
         return [RejectTasks(np.asarray(ids, np.int64), why) for why, ids in reasons.items()]
 
     def _least_loaded(self, task: int) -> int:
-        """Among the pools that can hold the task, the one with the most units not yet spoken for."""
+        """Among the pools that can hold the task, the one with most units not spoken for."""
         best, best_free = -1, -(2**62)
         for p in range(len(self.pools)):
             if not self._allows(p, task):

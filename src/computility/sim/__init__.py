@@ -1,1 +1,1 @@
-"""The validation platform: replays workloads against a model of the network with the live scheduler."""
+"""The validation platform: replays workloads on a model of the network with the live scheduler."""

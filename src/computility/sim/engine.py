@@ -16,7 +16,13 @@ import numpy as np
 from numpy.typing import NDArray
 
 from computility.domain.workload import Workload
-from computility.scheduler import RejectTasks, SiteScheduler, StartTasks, TasksArrived, TasksFinished
+from computility.scheduler import (
+    RejectTasks,
+    SiteScheduler,
+    StartTasks,
+    TasksArrived,
+    TasksFinished,
+)
 from computility.scheduler.site import PoolSlots
 
 ProgressFn = Callable[[int], None]

@@ -30,6 +30,7 @@ def write_plots(outcome: SimOutcome, folder: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
     w = outcome.workload
+    name = Path(w.name).name
     paths: list[Path] = []
     fig_w, ax_w = plt.subplots(figsize=(7, 4.5))
     fig_s, ax_s = plt.subplots(figsize=(7, 4.5))
@@ -48,9 +49,9 @@ def write_plots(outcome: SimOutcome, folder: Path) -> list[Path]:
         t, u = utilization_series(run.schedule, usage, outcome.site.total_cu)
         ax_u.plot(t / 3600.0, u, label=label, linewidth=1)
     ax_w.set(xscale="log", xlabel="wait (s, floored at 1 s)", ylabel="fraction of jobs",
-             title=f"Wait time distribution — {w.name}")
+             title=f"Wait time distribution — {name}")
     ax_s.set(xscale="log", xlabel="bounded slowdown (10 s floor)", ylabel="fraction of jobs",
-             title=f"Bounded slowdown distribution — {w.name}")
+             title=f"Bounded slowdown distribution — {name}")
     ax_u.set(xlabel="simulated time (h)", ylabel="busy share of CU", ylim=(0, 1.05),
              title=f"Utilisation over time — {outcome.network}")
     for name, fig, ax in (

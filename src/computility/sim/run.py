@@ -95,12 +95,13 @@ class SimOutcome:
     workload: Workload
     site: Site
     network: str
+    trace: str
     runs: list[RunResult] = field(default_factory=list)
 
     def report(self) -> dict[str, object]:
         """The contract's JSON report."""
         return {
-            "trace": self.workload.name,
+            "trace": self.trace,
             "network": self.network,
             "jobs": len(self.workload),
             "skipped": self.workload.skipped,
@@ -112,12 +113,29 @@ class SimOutcome:
 ProgressFactory = Callable[[str, int], ProgressFn | None]
 
 
+BUILTIN_PREFIX = "builtin:"
+
+
+def trace_path(name: str) -> str:
+    """A path as given, or ``builtin:NAME`` for a trace shipped inside the package."""
+    if not name.startswith(BUILTIN_PREFIX):
+        return name
+    from importlib.resources import files
+
+    stem = name[len(BUILTIN_PREFIX) :]
+    folder = files("computility") / "data" / "traces"
+    shipped = sorted(p.name.split(".")[0] for p in folder.iterdir() if p.name.endswith(".gz"))
+    if stem not in shipped:
+        raise UsageError(f"--trace {name}: no such built-in trace (have: {', '.join(shipped)})")
+    return str(folder / f"{stem}.swf.gz")
+
+
 def load_workload(req: SimRequest, catalogue: Catalogue) -> Workload:
     def resolve(name: str) -> tuple[str, ...]:
         return tuple(d.id for d in catalogue.match(name))
 
     return read_trace(
-        req.trace,
+        trace_path(req.trace),
         req.fmt,
         limit=req.limit,
         arrivals=req.arrivals,
@@ -137,7 +155,7 @@ def simulate(
     workload = load_workload(req, catalogue)
     site = single_site(workload, catalogue, req.cpus, parse_gpu_args(req.gpus))
     slots = pool_slots(site)
-    outcome = SimOutcome(workload=workload, site=site, network=req.network)
+    outcome = SimOutcome(workload=workload, site=site, network=req.network, trace=req.trace)
     for policy in req.policies:
         for queue in req.queues:
             label = f"{policy}/{queue}"

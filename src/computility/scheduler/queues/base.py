@@ -7,6 +7,7 @@ operations rather than a Python loop per waiting task.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -225,7 +226,10 @@ class PoolQueue(ABC):
         return self._start(np.arange(k, dtype=np.int64), now)
 
 
-def _grown(arr: NDArray[np.generic], size: int) -> NDArray[np.generic]:
+_Scalar = TypeVar("_Scalar", bound=np.generic)
+
+
+def _grown(arr: NDArray[_Scalar], size: int) -> NDArray[_Scalar]:
     out = np.zeros(size, arr.dtype)
     out[: arr.shape[0]] = arr
     return out

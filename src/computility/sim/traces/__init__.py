@@ -105,7 +105,7 @@ def read_trace(
     """
     name = os.fspath(path)
     if fmt != "auto" and fmt not in FORMATS:
-        raise UsageError(f"--format: expected auto, {', '.join(FORMATS)}, got '{fmt}'")
+        raise UsageError(f"--format: expected one of auto, {', '.join(FORMATS)}, got '{fmt}'")
     if limit is not None and limit < 0:
         raise UsageError(f"--limit: expected a number of jobs >= 0, got {limit}")
     rate = parse_arrivals(arrivals) if arrivals is not None else None

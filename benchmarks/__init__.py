@@ -1,0 +1,1 @@
+"""Benchmarks: full-size runs (``python -m benchmarks.NAME``) and CI-size checks (``run --ci``)."""
