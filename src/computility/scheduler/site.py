@@ -84,10 +84,12 @@ class SiteScheduler:
         decisions: list[Decision] = []
         touched: set[int] = set()
         for event in events:
-            if isinstance(event, TasksFinished):
+            if type(event) is TasksFinished:
                 self._release(event.tasks, now, touched)
-            elif isinstance(event, TasksArrived):
-                decisions.extend(self._admit(event.tasks, touched))
+            elif type(event) is TasksArrived:
+                rejected = self._admit(event.tasks, touched)
+                if rejected:
+                    decisions.extend(rejected)
         for p in sorted(touched) if len(touched) > 1 else touched:
             started = self.queues[p].schedule(now)
             if started.shape[0]:
@@ -114,6 +116,19 @@ class SiteScheduler:
 
     def _admit(self, tasks: NDArray[np.int64], touched: set[int]) -> list[Decision]:
         if tasks.shape[0] == 0:
+            return []
+        if tasks.shape[0] == 1:
+            task = int(tasks[0])
+            pool = int(self._fixed[task])
+            if pool == -2:
+                pool = self._least_loaded(task)
+            self.pool_of[task] = pool
+            if pool < 0:
+                return [RejectTasks(tasks, self._why_not(task))]
+            self.queues[pool].enqueue(
+                tasks, self.demand_in(pool, tasks), self.tasks.requested[tasks]
+            )
+            touched.add(pool)
             return []
         chosen = self._fixed[tasks].copy()
         for i in np.flatnonzero(chosen == -2).tolist():

@@ -63,8 +63,8 @@ def replay(
     t0 = time.perf_counter()
     n = len(workload)
     site = SiteScheduler(pools, discipline, workload)
-    submit = workload.submit
-    run = workload.run
+    submit = workload.submit.tolist()  # Python floats: the loop compares them one at a time
+    run = workload.run.tolist()
     start = np.full(n, np.nan)
     end = np.full(n, np.nan)
     reasons: dict[int, str] = {}
@@ -75,29 +75,41 @@ def replay(
     next_report = 0
     empty = np.zeros(0, np.int64)
     inf = float("inf")
+    heappush, heappop = heapq.heappush, heapq.heappop
     while arrived < n or heap:
-        t_arr = float(submit[arrived]) if arrived < n else inf
+        t_arr = submit[arrived] if arrived < n else inf
         now = heap[0][0] if heap and heap[0][0] <= t_arr else t_arr
-        finished: list[int] = []
-        while heap and heap[0][0] == now:
-            finished.append(heapq.heappop(heap)[1])
+        if heap and heap[0][0] == now:
+            finished = [heappop(heap)[1]]
+            while heap and heap[0][0] == now:
+                finished.append(heappop(heap)[1])
+            done += len(finished)
+            fin = np.array(finished, np.int64)
+        else:
+            fin = empty
         if t_arr == now:
-            upto = int(np.searchsorted(submit, now, side="right"))
+            upto = arrived + 1
+            while upto < n and submit[upto] == now:
+                upto += 1
             batch = np.arange(arrived, upto, dtype=np.int64)
             arrived = upto
         else:
             batch = empty
-        done += len(finished)
-        fin = np.asarray(finished, np.int64) if finished else empty
-        for decision in site.handle(now, TasksFinished(fin), TasksArrived(batch)):
+        if fin is empty:
+            decisions = site.handle(now, TasksArrived(batch))
+        elif batch is empty:
+            decisions = site.handle(now, TasksFinished(fin))
+        else:
+            decisions = site.handle(now, TasksFinished(fin), TasksArrived(batch))
+        for decision in decisions:
             if isinstance(decision, StartTasks):
                 ids = decision.tasks
-                start[ids] = now
-                ends = now + run[ids]
-                end[ids] = ends
                 starts += ids.shape[0]
-                for e, task in zip(ends.tolist(), ids.tolist(), strict=True):
-                    heapq.heappush(heap, (e, task))
+                for task in ids.tolist():
+                    e = now + run[task]
+                    start[task] = now
+                    end[task] = e
+                    heappush(heap, (e, task))
             elif isinstance(decision, RejectTasks):
                 for task in decision.tasks.tolist():
                     reasons[task] = decision.reason

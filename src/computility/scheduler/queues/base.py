@@ -7,6 +7,9 @@ operations rather than a Python loop per waiting task.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from bisect import bisect_left, insort
+from heapq import heappop, heappush
+from collections.abc import Sequence
 from typing import TypeVar
 
 import numpy as np
@@ -36,12 +39,14 @@ class PoolQueue(ABC):
         self._q_head = 0  # the line is [_q_head, _q_head + _q_len) of the buffers
         self._q_len = 0
         self._q_total = 0
-        # Running set, unordered; positions tracked for O(1) removal.
-        self._r_task = np.zeros(64, np.int64)
-        self._r_demand = np.zeros(64, np.int64)
-        self._r_end = np.zeros(64, np.float64)
-        self._r_len = 0
-        self._r_pos: dict[int, int] = {}
+        # Multiset of waiting demands (count by size, plus a lazily cleaned min-heap of sizes),
+        # so "could any waiting task fit in `free` units?" is answered without a scan.
+        self._size_count: dict[int, int] = {}
+        self._size_heap: list[int] = []
+        # Running set: expected end and size by task, and the same ordered by expected end,
+        # which is the order every backfilling decision reads it in.
+        self._running: dict[int, tuple[float, int]] = {}
+        self._by_end: list[tuple[float, int, int]] = []
 
     # -- the waiting line ------------------------------------------------------------------
 
@@ -67,6 +72,13 @@ class PoolQueue(ABC):
 
     def __len__(self) -> int:
         return self._q_len
+
+    def smallest_waiting(self) -> int | None:
+        """The smallest demand of any waiting task, or None when none waits."""
+        heap, counts = self._size_heap, self._size_count
+        while heap and counts.get(heap[0], 0) == 0:
+            heappop(heap)
+        return heap[0] if heap else None
 
     def enqueue(
         self,
@@ -106,6 +118,12 @@ class PoolQueue(ABC):
             self._q_req[at:need] = requested
             self._q_total += int(demand.sum())
         self._q_len += k
+        counts = self._size_count
+        for size in demand.tolist() if k > 1 else (biggest,):
+            c = counts.get(size, 0)
+            if c == 0:
+                heappush(self._size_heap, size)
+            counts[size] = c + 1
         self._on_enqueue(k)
 
     def _compact_line(self) -> None:
@@ -115,9 +133,9 @@ class PoolQueue(ABC):
             arr[:n] = arr[h : h + n]
         self._q_head = 0
 
-    def _drop_queued(self, positions: NDArray[np.int64]) -> None:
-        """Remove the waiting tasks at these queue positions, keeping the others' order."""
-        k = positions.shape[0]
+    def _drop_queued(self, positions: Sequence[int]) -> None:
+        """Remove the waiting tasks at these queue positions (ascending), keeping the order."""
+        k = len(positions)
         if k == 0:
             return
         h, n = self._q_head, self._q_len
@@ -126,70 +144,69 @@ class PoolQueue(ABC):
             self._q_head = h + k
             self._q_len = n - k
             return
-        keep = np.ones(n, np.bool_)
-        keep[positions] = False
-        m = n - k
-        self._q_task[h : h + m] = self._q_task[h : h + n][keep]
-        self._q_demand[h : h + m] = self._q_demand[h : h + n][keep]
-        self._q_req[h : h + m] = self._q_req[h : h + n][keep]
-        self._q_len = m
+        # A few tasks from the middle (backfills): close each gap with slice moves, which are
+        # cheaper than a boolean gather over the whole line.
+        arrays = (self._q_task, self._q_demand, self._q_req)
+        write = h + int(positions[0])
+        for i in range(k):
+            src = h + int(positions[i]) + 1
+            stop = h + (int(positions[i + 1]) if i + 1 < k else n)
+            length = stop - src
+            if length > 0:
+                for arr in arrays:
+                    arr[write : write + length] = arr[src:stop]
+                write += length
+        self._q_len = n - k
 
     # -- the running set -------------------------------------------------------------------
 
     @property
     def running(self) -> NDArray[np.int64]:
-        return self._r_task[: self._r_len]
+        return np.fromiter(self._running, np.int64, len(self._running))
 
-    def _start(self, positions: NDArray[np.int64], now: float) -> NDArray[np.int64]:
-        """Move waiting tasks at `positions` (ascending) into the running set."""
-        if positions.shape[0] == 0:
+    def _start(self, positions: Sequence[int], now: float) -> NDArray[np.int64]:
+        """Move the waiting tasks at queue `positions` (ascending) into the running set."""
+        k = len(positions)
+        if k == 0:
             return _EMPTY
-        at = positions + self._q_head
-        tasks = self._q_task[at]
-        demand = self._q_demand[at]
-        ends = now + self._q_req[at]
-        k = tasks.shape[0]
-        need = self._r_len + k
-        if need > self._r_task.shape[0]:
-            size = max(need, 2 * self._r_task.shape[0])
-            self._r_task = _grown(self._r_task, size)
-            self._r_demand = _grown(self._r_demand, size)
-            self._r_end = _grown(self._r_end, size)
-        sl = slice(self._r_len, need)
-        self._r_task[sl] = tasks
-        self._r_demand[sl] = demand
-        self._r_end[sl] = ends
-        for offset, task in enumerate(tasks.tolist()):
-            self._r_pos[task] = self._r_len + offset
-        self._r_len = need
-        taken = int(demand.sum())
+        h = self._q_head
+        q_task, q_demand, q_req = self._q_task, self._q_demand, self._q_req
+        running, by_end = self._running, self._by_end
+        counts = self._size_count
+        started = np.empty(k, np.int64)
+        taken = 0
+        for i, pos in enumerate(positions):
+            at = h + int(pos)
+            task = int(q_task[at])
+            size = int(q_demand[at])
+            end = now + float(q_req[at])
+            running[task] = (end, size)
+            insort(by_end, (end, task, size))
+            counts[size] -= 1
+            started[i] = task
+            taken += size
         self.free -= taken
         self._q_total -= taken
         self._drop_queued(positions)
-        return tasks
+        return started
 
     def release(self, tasks: NDArray[np.int64], now: float) -> None:
         """Running tasks ended: give their units back."""
+        running, by_end = self._running, self._by_end
         for task in tasks.tolist():
-            pos = self._r_pos.pop(task)
-            last = self._r_len - 1
-            self.free += int(self._r_demand[pos])
-            if self._r_end[pos] > now:
+            end, size = running.pop(task)
+            del by_end[bisect_left(by_end, (end, task, size))]
+            self.free += size
+            if end > now:
                 self._on_early_end()
-            self._on_release()
-            if pos != last:
-                moved = int(self._r_task[last])
-                self._r_task[pos] = moved
-                self._r_demand[pos] = self._r_demand[last]
-                self._r_end[pos] = self._r_end[last]
-                self._r_pos[moved] = pos
-            self._r_len = last
+        self._on_release()
 
     def expected_releases(self) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
         """Expected end (start + requested time) and size of each running task, by end time."""
-        ends = self._r_end[: self._r_len]
-        order = np.argsort(ends, kind="stable")
-        return ends[order], self._r_demand[: self._r_len][order]
+        r = len(self._by_end)
+        ends = np.fromiter((e for e, _, _ in self._by_end), np.float64, r)
+        sizes = np.fromiter((d for _, _, d in self._by_end), np.int64, r)
+        return ends, sizes
 
     # -- the discipline --------------------------------------------------------------------
 
@@ -223,7 +240,7 @@ class PoolQueue(ABC):
             k += 1
         if k == 0:
             return _EMPTY
-        return self._start(np.arange(k, dtype=np.int64), now)
+        return self._start(range(k), now)
 
 
 _Scalar = TypeVar("_Scalar", bound=np.generic)

@@ -95,7 +95,7 @@ class ConservativeQueue(PoolQueue):
         keep = np.ones(n, np.bool_)
         keep[due] = False
         remaining = self._res[:n][keep]
-        started = self._start(due.astype(np.int64), now)
+        started = self._start(due.tolist(), now)
         self._res[: remaining.shape[0]] = remaining
         self._planned = remaining.shape[0]
         return started

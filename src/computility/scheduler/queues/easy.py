@@ -25,7 +25,9 @@ class EasyQueue(PoolQueue):
 
     def __init__(self, capacity: int) -> None:
         super().__init__(capacity)
-        self._scan: tuple[float, int, int] | None = None  # (shadow, extra, scanned count)
+        # After a pass: ((shadow, extra) or None if not needed yet, tasks scanned); None after
+        # a release, when the next pass must start from the head again.
+        self._scan: tuple[tuple[float, int] | None, int] | None = None
 
     def _on_release(self) -> None:
         self._scan = None
@@ -38,75 +40,87 @@ class EasyQueue(PoolQueue):
         then (every task whose expected end is at or before the shadow time included) beyond
         `need`.
         """
-        ends, sizes = self.expected_releases()
-        cum = self.free + np.cumsum(sizes)
-        k = int(np.searchsorted(cum, need, side="left"))
-        shadow = float(ends[k])
-        upto = int(np.searchsorted(ends, shadow, side="right"))
-        extra = self.free + int(sizes[:upto].sum()) - need
-        return shadow, extra
+        avail = self.free
+        by_end = self._by_end
+        r = len(by_end)
+        i = 0
+        while i < r:
+            end, _, size = by_end[i]
+            avail += size
+            i += 1
+            if avail >= need:
+                while i < r and by_end[i][0] == end:
+                    avail += by_end[i][2]
+                    i += 1
+                return end, avail - need
+        raise ValueError(f"a head task of {need} units can never fit a pool of {self.capacity}")
 
     def schedule(self, now: float) -> NDArray[np.int64]:
-        scan = self._scan
         started = _EMPTY
-        if scan is None:
+        if self._scan is None:
             started = self._start_head_run(now)
-            n = self._q_len
-            if n == 0:
-                return started
-            if self.free <= 0:
-                # Nothing can start until units come back, and that resets the scan.
-                self._scan = (0.0, 0, n)
-                return started
-            shadow, extra = self.shadow(int(self._qd[0]))
+            reservation: tuple[float, int] | None = None
             first = 1
-            if n == 1:
-                self._scan = (shadow, extra, n)
-                return started
         else:
-            shadow, extra, first = scan
-            n = self._q_len
-            if self.free <= 0 or n <= first:
-                self._scan = (shadow, extra, n)
-                return started
+            reservation, first = self._scan
+        n = self._q_len
         free = self.free
+        if n == 0:
+            self._scan = None
+            return started
+        smallest = self.smallest_waiting()
+        if free <= 0 or n <= first or smallest is None or smallest > free:
+            self._scan = (reservation, n)
+            return started
+        qd, qr = self._qd, self._qr
         picked: list[int] = []
         if n - first <= 8:
-            # A few new arrivals: scalar checks beat array dispatch.
-            qd, qr = self._qd, self._qr
+            # A short stretch to scan: scalar checks beat array dispatch.
             for j in range(first, n):
                 d = int(qd[j])
-                if d <= free:
-                    ends_by_shadow = now + float(qr[j]) <= shadow
-                    if ends_by_shadow or d <= extra:
-                        free -= d
-                        if not ends_by_shadow:
-                            extra -= d
-                        picked.append(j)
-                        if free <= 0:
-                            break
-        else:
-            demand = self._qd[first:]
-            ends_by_shadow_all = (now + self._qr[first:]) <= shadow
-            fits = (demand <= free) & (ends_by_shadow_all | (demand <= extra))
-            # Free and extra only shrink as tasks start, so later checks are on this subset.
-            for j in np.flatnonzero(fits).tolist():
-                d = int(demand[j])
                 if d > free:
                     continue
-                ends_by_shadow = bool(ends_by_shadow_all[j])
-                if not ends_by_shadow:
-                    if d > extra:
-                        continue
-                    extra -= d
-                free -= d
-                picked.append(first + j)
-                if free <= 0:
-                    break
-        self._scan = (shadow, extra, n - len(picked))
+                if reservation is None:
+                    reservation = self.shadow(int(qd[0]))
+                shadow, extra = reservation
+                ends_by_shadow = now + float(qr[j]) <= shadow
+                if ends_by_shadow or d <= extra:
+                    free -= d
+                    if not ends_by_shadow:
+                        reservation = (shadow, extra - d)
+                    picked.append(j)
+                    if free <= 0:
+                        break
+        else:
+            demand = qd[first:]
+            small = (demand <= free).nonzero()[0]
+            if small.shape[0]:
+                if reservation is None:
+                    reservation = self.shadow(int(qd[0]))
+                shadow, extra = reservation
+                ends_by = (now + qr[first:][small]) <= shadow
+                ok = ends_by | (demand[small] <= extra)
+                cand, ends_by = small[ok], ends_by[ok]
+                # After each start, re-filter the remaining candidates against the smaller free
+                # and extra counts, so the next candidate is always a valid pick.
+                while cand.shape[0]:
+                    j = int(cand[0])
+                    d = int(demand[j])
+                    free -= d
+                    if not ends_by[0]:
+                        extra -= d
+                    picked.append(first + j)
+                    cand, ends_by = cand[1:], ends_by[1:]
+                    if free <= 0 or cand.shape[0] == 0:
+                        break
+                    dr = demand[cand]
+                    ok = (dr <= free) & (ends_by | (dr <= extra))
+                    cand, ends_by = cand[ok], ends_by[ok]
+                reservation = (shadow, extra)
+        self._scan = (reservation, n - len(picked))
         if not picked:
             return started
-        backfilled = self._start(np.asarray(picked, np.int64), now)
+        backfilled = self._start(picked, now)
         if started.shape[0] == 0:
             return backfilled
         return np.concatenate((started, backfilled))
