@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from bisect import bisect_left, insort
-from heapq import heappop, heappush
 from collections.abc import Sequence
+from heapq import heappop, heappush
 from typing import TypeVar
 
 import numpy as np
