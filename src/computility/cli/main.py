@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import click
 import typer
+from typer.exceptions import TyperException
 
 from computility.cli.sim import sim_command
 from computility.domain.errors import BadInput
@@ -36,17 +37,24 @@ _TYPE_N = re.compile(r"^[^-\s][^\s]*:\d+$")
 
 
 def expand_repeated(argv: Sequence[str]) -> list[str]:
-    """Let ``--gpus A:1 B:2`` mean ``--gpus A:1 --gpus B:2``, as the contract writes it."""
+    """Let ``--gpus A:1 B:2`` mean ``--gpus A:1 --gpus B:2``, as the contract writes it.
+
+    The token right after ``--gpus`` is always its value (so a malformed one reaches the
+    validator); further ``TYPE:N`` tokens are more values.
+    """
     out: list[str] = []
-    in_gpus = False
+    expecting = False  # the previous token was --gpus
+    extending = False  # inside a run of --gpus values
     for arg in argv:
-        if in_gpus and _TYPE_N.match(arg):
+        if expecting:
+            out.append(arg)
+            expecting, extending = False, True
+        elif extending and _TYPE_N.match(arg):
             out += ["--gpus", arg]
-            continue
-        in_gpus = arg == "--gpus"
-        if in_gpus:
-            continue
-        out.append(arg)
+        else:
+            extending = False
+            expecting = arg == "--gpus"
+            out.append(arg)
     return out
 
 
@@ -61,12 +69,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     except BadInput as e:
         print(_one_line(str(e)), file=sys.stderr)
         sys.exit(2)
-    except click.exceptions.Exit as e:
+    except (typer.Exit, click.exceptions.Exit) as e:
         sys.exit(e.exit_code)
-    except click.ClickException as e:
-        print(f"computility: {_one_line(e.format_message())}", file=sys.stderr)
+    except (typer.Abort, click.Abort, KeyboardInterrupt):
+        print("computility: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except (TyperException, click.ClickException) as e:
+        message = e.format_message() if hasattr(e, "format_message") else str(e)
+        print(f"computility: {_one_line(message)}", file=sys.stderr)
         sys.exit(2)
-    except (click.Abort, KeyboardInterrupt):
+    except KeyboardInterrupt:
         print("computility: interrupted", file=sys.stderr)
         sys.exit(130)
     except BrokenPipeError:
