@@ -78,9 +78,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         message = e.format_message() if hasattr(e, "format_message") else str(e)
         print(f"computility: {_one_line(message)}", file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt:
-        print("computility: interrupted", file=sys.stderr)
-        sys.exit(130)
     except BrokenPipeError:
         sys.exit(1)
     except Exception as e:  # the last line of defence: one line, not a traceback
