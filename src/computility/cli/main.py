@@ -11,7 +11,6 @@ import re
 import sys
 from collections.abc import Sequence
 
-import click
 import typer
 from typer.exceptions import TyperException
 
@@ -69,13 +68,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     except BadInput as e:
         print(_one_line(str(e)), file=sys.stderr)
         sys.exit(2)
-    except (typer.Exit, click.exceptions.Exit) as e:
+    except typer.Exit as e:
         sys.exit(e.exit_code)
-    except (typer.Abort, click.Abort, KeyboardInterrupt):
+    except (typer.Abort, KeyboardInterrupt):
         print("computility: interrupted", file=sys.stderr)
         sys.exit(130)
-    except (TyperException, click.ClickException) as e:
-        message = e.format_message() if hasattr(e, "format_message") else str(e)
+    except TyperException as e:
+        format_message = getattr(e, "format_message", None)
+        message = format_message() if callable(format_message) else str(e)
         print(f"computility: {_one_line(message)}", file=sys.stderr)
         sys.exit(2)
     except BrokenPipeError:
