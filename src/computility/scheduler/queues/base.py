@@ -16,6 +16,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 _EMPTY = np.zeros(0, np.int64)
+HOLE = np.iinfo(np.int64).max // 4
+"""Demand of a slot whose task left the middle of the line: larger than any pool, so no scan
+ever picks it."""
 
 
 class PoolQueue(ABC):
@@ -26,6 +29,12 @@ class PoolQueue(ABC):
     """
 
     name: str = ""
+    leaves_holes: bool = False
+    """Whether tasks leaving the middle of the line leave a hole instead of closing the gap.
+
+    Holes keep every other task's position, so a discipline may remember positions between
+    passes; they are squeezed out only when they outnumber the waiting tasks.
+    """
 
     def __init__(self, capacity: int) -> None:
         if capacity <= 0:
@@ -38,6 +47,7 @@ class PoolQueue(ABC):
         self._q_req = np.zeros(64, np.float64)
         self._q_head = 0  # the line is [_q_head, _q_head + _q_len) of the buffers
         self._q_len = 0
+        self._q_holes = 0
         self._q_total = 0
         # Multiset of waiting demands (count by size, plus a lazily cleaned min-heap of sizes),
         # so "could any waiting task fit in `free` units?" is answered without a scan.
@@ -52,8 +62,9 @@ class PoolQueue(ABC):
 
     @property
     def queued(self) -> NDArray[np.int64]:
-        """Waiting tasks in queue order (a view: copy before keeping it)."""
-        return self._q_task[self._q_head : self._q_head + self._q_len]
+        """Waiting tasks in queue order."""
+        line = self._q_task[self._q_head : self._q_head + self._q_len]
+        return line[self._qd != HOLE] if self._q_holes else line.copy()
 
     @property
     def _qd(self) -> NDArray[np.int64]:
@@ -71,7 +82,7 @@ class PoolQueue(ABC):
         return self._q_total
 
     def __len__(self) -> int:
-        return self._q_len
+        return self._q_len - self._q_holes
 
     def smallest_waiting(self) -> int | None:
         """The smallest demand of any waiting task, or None when none waits."""
@@ -127,8 +138,18 @@ class PoolQueue(ABC):
         self._on_enqueue(k)
 
     def _compact_line(self) -> None:
-        """Move the line to the front of its buffers, so appends reuse the space starts freed."""
+        """Move the line to the front of its buffers, squeezing out holes."""
         h, n = self._q_head, self._q_len
+        if self._q_holes:
+            keep = self._q_demand[h : h + n] != HOLE
+            m = int(keep.sum())
+            for arr in (self._q_task, self._q_demand, self._q_req):
+                arr[:m] = arr[h : h + n][keep]
+            self._q_len = m
+            self._q_holes = 0
+            self._q_head = 0
+            self._on_compact()
+            return
         for arr in (self._q_task, self._q_demand, self._q_req):
             arr[:n] = arr[h : h + n]
         self._q_head = 0
@@ -141,11 +162,23 @@ class PoolQueue(ABC):
         h, n = self._q_head, self._q_len
         if int(positions[-1]) == k - 1:
             # The common case, a prefix of the line started: move the head, copy nothing.
-            self._q_head = h + k
-            self._q_len = n - k
+            h += k
+            n -= k
+            while n and self._q_holes and self._q_demand[h] == HOLE:
+                h += 1
+                n -= 1
+                self._q_holes -= 1
+            self._q_head, self._q_len = h, n
             return
-        # A few tasks from the middle (backfills): close each gap with slice moves, which are
-        # cheaper than a boolean gather over the whole line.
+        if self.leaves_holes:
+            at = [h + int(p) for p in positions]
+            self._q_demand[at] = HOLE
+            self._q_holes += k
+            if 2 * self._q_holes > n:
+                self._compact_line()
+            return
+        # A few tasks from the middle: close each gap with slice moves, which are cheaper than a
+        # boolean gather over the whole line.
         arrays = (self._q_task, self._q_demand, self._q_req)
         write = h + int(positions[0])
         for i in range(k):
@@ -217,6 +250,9 @@ class PoolQueue(ABC):
     def _on_enqueue(self, count: int) -> None:
         """Hook for disciplines that keep derived state about the line."""
 
+    def _on_compact(self) -> None:
+        """Hook: holes were squeezed out, so remembered queue positions are void."""
+
     def _on_release(self) -> None:
         """Hook: units came back, so conclusions drawn from the last pass may no longer hold."""
 
@@ -225,22 +261,24 @@ class PoolQueue(ABC):
 
     def _start_head_run(self, now: float) -> NDArray[np.int64]:
         """Start tasks from the front of the line while each fits: the FCFS step."""
-        n = self._q_len
-        if n == 0 or self.free <= 0:
-            return _EMPTY
-        free = self.free
-        demand = self._q_demand
-        h = self._q_head
-        k = 0
-        while k < n:
-            d = int(demand[h + k])
-            if d > free:
+        runs: list[NDArray[np.int64]] = []
+        while self._q_len and self.free > 0:
+            free = self.free
+            demand = self._q_demand
+            h, n = self._q_head, self._q_len
+            k = 0
+            while k < n:
+                d = int(demand[h + k])
+                if d > free:  # a hole stops the run too; the next round starts past it
+                    break
+                free -= d
+                k += 1
+            if k == 0:
                 break
-            free -= d
-            k += 1
-        if k == 0:
+            runs.append(self._start(range(k), now))
+        if not runs:
             return _EMPTY
-        return self._start(range(k), now)
+        return runs[0] if len(runs) == 1 else np.concatenate(runs)
 
 
 _Scalar = TypeVar("_Scalar", bound=np.generic)

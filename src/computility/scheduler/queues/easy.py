@@ -22,15 +22,34 @@ class EasyQueue(PoolQueue):
     """
 
     name = "easy"
+    leaves_holes = True
 
     def __init__(self, capacity: int) -> None:
         super().__init__(capacity)
         # After a pass: ((shadow, extra) or None if not needed yet, tasks scanned); None after
         # a release, when the next pass must start from the head again.
         self._scan: tuple[tuple[float, int] | None, int] | None = None
+        # The head's reservation outlives passes: while the same task heads the line and every
+        # task ends when it said it would, its shadow time and extra units do not change (a
+        # release at the expected time only turns units "free at the shadow time" into units
+        # free now). (head task, shadow, extra), or None once a task ends early.
+        self._held: tuple[int, float, int] | None = None
 
     def _on_release(self) -> None:
         self._scan = None
+
+    def _on_early_end(self) -> None:
+        self._held = None
+
+    def _on_compact(self) -> None:
+        self._scan = None
+
+    def _reservation(self) -> tuple[float, int]:
+        head = int(self._q_task[self._q_head])
+        held = self._held
+        if held is not None and held[0] == head:
+            return held[1], held[2]
+        return self.shadow(int(self._qd[0]))
 
     def shadow(self, need: int) -> tuple[float, int]:
         """Shadow time and extra units for a head task needing `need` units.
@@ -81,7 +100,7 @@ class EasyQueue(PoolQueue):
                 if d > free:
                     continue
                 if reservation is None:
-                    reservation = self.shadow(int(qd[0]))
+                    reservation = self._reservation()
                 shadow, extra = reservation
                 ends_by_shadow = now + float(qr[j]) <= shadow
                 if ends_by_shadow or d <= extra:
@@ -96,7 +115,7 @@ class EasyQueue(PoolQueue):
             small = (demand <= free).nonzero()[0]
             if small.shape[0]:
                 if reservation is None:
-                    reservation = self.shadow(int(qd[0]))
+                    reservation = self._reservation()
                 shadow, extra = reservation
                 ends_by = (now + qr[first:][small]) <= shadow
                 ok = ends_by | (demand[small] <= extra)
@@ -117,7 +136,10 @@ class EasyQueue(PoolQueue):
                     ok = (dr <= free) & (ends_by | (dr <= extra))
                     cand, ends_by = cand[ok], ends_by[ok]
                 reservation = (shadow, extra)
-        self._scan = (reservation, n - len(picked))
+        # Backfills leave holes, so positions stay valid; without holes the line closes up.
+        self._scan = (reservation, n if self.leaves_holes else n - len(picked))
+        if reservation is not None:
+            self._held = (int(self._q_task[self._q_head]), reservation[0], reservation[1])
         if not picked:
             return started
         backfilled = self._start(picked, now)
