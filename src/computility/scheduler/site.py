@@ -48,6 +48,11 @@ class SiteScheduler:
         self._cpu_pools = [i for i, p in enumerate(self.pools) if p.is_cpu]
         self._gpu_pools = [i for i, p in enumerate(self.pools) if not p.is_cpu]
         self._fixed = self._fixed_routes()
+        # Python copies of the columns read one task at a time on every arrival.
+        self._fixed_l: list[int] = self._fixed.tolist()
+        self._cpus_l: list[int] = tasks.cpus.tolist()
+        self._gpu_l: list[int] = tasks.gpu_milli.tolist()
+        self._req_l: list[float] = tasks.requested.tolist()
 
     def _fixed_routes(self) -> NDArray[np.int32]:
         """Per task: the one pool that can hold it, -1 if none can, -2 if several can.
@@ -119,15 +124,14 @@ class SiteScheduler:
             return []
         if tasks.shape[0] == 1:
             task = int(tasks[0])
-            pool = int(self._fixed[task])
+            pool = self._fixed_l[task]
             if pool == -2:
                 pool = self._least_loaded(task)
             self.pool_of[task] = pool
             if pool < 0:
                 return [RejectTasks(tasks, self._why_not(task))]
-            self.queues[pool].enqueue(
-                tasks, self.demand_in(pool, tasks), self.tasks.requested[tasks]
-            )
+            demand = self._cpus_l[task] if self.pools[pool].is_cpu else self._gpu_l[task]
+            self.queues[pool].enqueue_one(task, demand, self._req_l[task])
             touched.add(pool)
             return []
         chosen = self._fixed[tasks].copy()

@@ -65,8 +65,9 @@ def replay(
     site = SiteScheduler(pools, discipline, workload)
     submit = workload.submit.tolist()  # Python floats: the loop compares them one at a time
     run = workload.run.tolist()
-    start = np.full(n, np.nan)
-    end = np.full(n, np.nan)
+    nan = float("nan")
+    start = [nan] * n  # lists: one store per started task is far cheaper than into an array
+    end = [nan] * n
     reasons: dict[int, str] = {}
     heap: list[tuple[float, int]] = []
     arrived = 0
@@ -120,8 +121,8 @@ def replay(
     if progress is not None:
         progress(done)
     return Schedule(
-        start=start,
-        end=end,
+        start=np.array(start, np.float64),
+        end=np.array(end, np.float64),
         pool=site.pool_of.copy(),
         reasons=reasons,
         events=n + 2 * starts,  # arrivals + starts + completions

@@ -45,6 +45,11 @@ class PoolQueue(ABC):
         self._q_task = np.zeros(64, np.int64)
         self._q_demand = np.zeros(64, np.int64)
         self._q_req = np.zeros(64, np.float64)
+        # The same three columns as Python lists: scalar reads and writes of single tasks are
+        # several times cheaper on lists, vector scans stay on the arrays.
+        self._lt: list[int] = [0] * 64
+        self._ld: list[int] = [0] * 64
+        self._lr: list[float] = [0.0] * 64
         self._q_head = 0  # the line is [_q_head, _q_head + _q_len) of the buffers
         self._q_len = 0
         self._q_holes = 0
@@ -101,9 +106,47 @@ class PoolQueue(ABC):
         k = int(tasks.shape[0])
         if k == 0:
             return
-        biggest = int(demand[0]) if k == 1 else int(demand.max())
-        if biggest > self.capacity:
+        if k == 1:
+            self.enqueue_one(int(tasks[0]), int(demand[0]), float(requested[0]))
+            return
+        if int(demand.max()) > self.capacity:
             raise ValueError("a task wider than the pool reached its queue")
+        at = self._room_for(k)
+        need = at + k
+        self._q_task[at:need] = tasks
+        self._q_demand[at:need] = demand
+        self._q_req[at:need] = requested
+        self._lt[at:need] = tasks.tolist()
+        self._ld[at:need] = sizes = demand.tolist()
+        self._lr[at:need] = requested.tolist()
+        self._q_total += sum(sizes)
+        self._q_len += k
+        for size in sizes:
+            self._count_size(size)
+        self._on_enqueue(k)
+
+    def enqueue_one(self, task: int, demand: int, requested: float) -> None:
+        """Append one task: the common case, with no array built for it."""
+        if demand > self.capacity:
+            raise ValueError("a task wider than the pool reached its queue")
+        at = self._room_for(1)
+        self._q_task[at] = self._lt[at] = task
+        self._q_demand[at] = self._ld[at] = demand
+        self._q_req[at] = self._lr[at] = requested
+        self._q_total += demand
+        self._q_len += 1
+        self._count_size(demand)
+        self._on_enqueue(1)
+
+    def _count_size(self, size: int) -> None:
+        counts = self._size_count
+        c = counts.get(size, 0)
+        if c == 0:
+            heappush(self._size_heap, size)
+        counts[size] = c + 1
+
+    def _room_for(self, k: int) -> int:
+        """Make room for `k` more slots at the back of the line; return the first one's index."""
         h = self._q_head
         need = h + self._q_len + k
         if need > self._q_task.shape[0]:
@@ -116,26 +159,11 @@ class PoolQueue(ABC):
                 self._q_task = _grown(self._q_task, size)
                 self._q_demand = _grown(self._q_demand, size)
                 self._q_req = _grown(self._q_req, size)
-        at = h + self._q_len
-        if k == 1:
-            # One arrival is the common case; scalar stores avoid three array dispatches.
-            self._q_task[at] = tasks[0]
-            self._q_demand[at] = biggest
-            self._q_req[at] = requested[0]
-            self._q_total += biggest
-        else:
-            self._q_task[at:need] = tasks
-            self._q_demand[at:need] = demand
-            self._q_req[at:need] = requested
-            self._q_total += int(demand.sum())
-        self._q_len += k
-        counts = self._size_count
-        for size in demand.tolist() if k > 1 else (biggest,):
-            c = counts.get(size, 0)
-            if c == 0:
-                heappush(self._size_heap, size)
-            counts[size] = c + 1
-        self._on_enqueue(k)
+                more = size - len(self._lt)
+                self._lt.extend([0] * more)
+                self._ld.extend([0] * more)
+                self._lr.extend([0.0] * more)
+        return h + self._q_len
 
     def _compact_line(self) -> None:
         """Move the line to the front of its buffers, squeezing out holes."""
@@ -148,11 +176,19 @@ class PoolQueue(ABC):
             self._q_len = m
             self._q_holes = 0
             self._q_head = 0
+            self._mirror(m)
             self._on_compact()
             return
         for arr in (self._q_task, self._q_demand, self._q_req):
             arr[:n] = arr[h : h + n]
         self._q_head = 0
+        self._mirror(n)
+
+    def _mirror(self, n: int) -> None:
+        """Copy the first `n` slots of the arrays into the lists."""
+        self._lt[:n] = self._q_task[:n].tolist()
+        self._ld[:n] = self._q_demand[:n].tolist()
+        self._lr[:n] = self._q_req[:n].tolist()
 
     def _drop_queued(self, positions: Sequence[int]) -> None:
         """Remove the waiting tasks at these queue positions (ascending), keeping the order."""
@@ -164,15 +200,16 @@ class PoolQueue(ABC):
             # The common case, a prefix of the line started: move the head, copy nothing.
             h += k
             n -= k
-            while n and self._q_holes and self._q_demand[h] == HOLE:
+            while n and self._q_holes and self._ld[h] == HOLE:
                 h += 1
                 n -= 1
                 self._q_holes -= 1
             self._q_head, self._q_len = h, n
             return
         if self.leaves_holes:
-            at = [h + int(p) for p in positions]
-            self._q_demand[at] = HOLE
+            ld, qd = self._ld, self._q_demand
+            for p in positions:
+                ld[h + p] = qd[h + p] = HOLE
             self._q_holes += k
             if 2 * self._q_holes > n:
                 self._compact_line()
@@ -180,6 +217,7 @@ class PoolQueue(ABC):
         # A few tasks from the middle: close each gap with slice moves, which are cheaper than a
         # boolean gather over the whole line.
         arrays = (self._q_task, self._q_demand, self._q_req)
+        lists: tuple[list[int] | list[float], ...] = (self._lt, self._ld, self._lr)
         write = h + int(positions[0])
         for i in range(k):
             src = h + int(positions[i]) + 1
@@ -188,6 +226,8 @@ class PoolQueue(ABC):
             if length > 0:
                 for arr in arrays:
                     arr[write : write + length] = arr[src:stop]
+                for lst in lists:
+                    lst[write : write + length] = lst[src:stop]  # type: ignore[assignment]
                 write += length
         self._q_len = n - k
 
@@ -203,16 +243,16 @@ class PoolQueue(ABC):
         if k == 0:
             return _EMPTY
         h = self._q_head
-        q_task, q_demand, q_req = self._q_task, self._q_demand, self._q_req
+        q_task, q_demand, q_req = self._lt, self._ld, self._lr
         running, by_end = self._running, self._by_end
         counts = self._size_count
         started = np.empty(k, np.int64)
         taken = 0
         for i, pos in enumerate(positions):
             at = h + int(pos)
-            task = int(q_task[at])
-            size = int(q_demand[at])
-            end = now + float(q_req[at])
+            task = q_task[at]
+            size = q_demand[at]
+            end = now + q_req[at]
             running[task] = (end, size)
             insort(by_end, (end, task, size))
             counts[size] -= 1
@@ -264,11 +304,11 @@ class PoolQueue(ABC):
         runs: list[NDArray[np.int64]] = []
         while self._q_len and self.free > 0:
             free = self.free
-            demand = self._q_demand
+            demand = self._ld
             h, n = self._q_head, self._q_len
             k = 0
             while k < n:
-                d = int(demand[h + k])
+                d = demand[h + k]
                 if d > free:  # a hole stops the run too; the next round starts past it
                     break
                 free -= d

@@ -45,11 +45,11 @@ class EasyQueue(PoolQueue):
         self._scan = None
 
     def _reservation(self) -> tuple[float, int]:
-        head = int(self._q_task[self._q_head])
+        head = self._lt[self._q_head]
         held = self._held
         if held is not None and held[0] == head:
             return held[1], held[2]
-        return self.shadow(int(self._qd[0]))
+        return self.shadow(self._ld[self._q_head])
 
     def shadow(self, need: int) -> tuple[float, int]:
         """Shadow time and extra units for a head task needing `need` units.
@@ -91,18 +91,24 @@ class EasyQueue(PoolQueue):
         if free <= 0 or n <= first or smallest is None or smallest > free:
             self._scan = (reservation, n)
             return started
-        qd, qr = self._qd, self._qr
         picked: list[int] = []
+        h = self._q_head
         if n - first <= 8:
             # A short stretch to scan: scalar checks beat array dispatch.
-            for j in range(first, n):
-                d = int(qd[j])
+            candidates: list[int] | None = list(range(first, n))
+        else:
+            small = (self._q_demand[h + first : h + n] <= free).nonzero()[0]
+            candidates = (small + first).tolist() if small.shape[0] <= 24 else None
+        if candidates is not None:
+            ld, lr = self._ld, self._lr
+            for j in candidates:
+                d = ld[h + j]
                 if d > free:
                     continue
                 if reservation is None:
                     reservation = self._reservation()
                 shadow, extra = reservation
-                ends_by_shadow = now + float(qr[j]) <= shadow
+                ends_by_shadow = now + lr[h + j] <= shadow
                 if ends_by_shadow or d <= extra:
                     free -= d
                     if not ends_by_shadow:
@@ -111,35 +117,33 @@ class EasyQueue(PoolQueue):
                     if free <= 0:
                         break
         else:
-            demand = qd[first:]
-            small = (demand <= free).nonzero()[0]
-            if small.shape[0]:
-                if reservation is None:
-                    reservation = self._reservation()
-                shadow, extra = reservation
-                ends_by = (now + qr[first:][small]) <= shadow
-                ok = ends_by | (demand[small] <= extra)
-                cand, ends_by = small[ok], ends_by[ok]
-                # After each start, re-filter the remaining candidates against the smaller free
-                # and extra counts, so the next candidate is always a valid pick.
-                while cand.shape[0]:
-                    j = int(cand[0])
-                    d = int(demand[j])
-                    free -= d
-                    if not ends_by[0]:
-                        extra -= d
-                    picked.append(first + j)
-                    cand, ends_by = cand[1:], ends_by[1:]
-                    if free <= 0 or cand.shape[0] == 0:
-                        break
-                    dr = demand[cand]
-                    ok = (dr <= free) & (ends_by | (dr <= extra))
-                    cand, ends_by = cand[ok], ends_by[ok]
-                reservation = (shadow, extra)
+            demand = self._qd[first:]
+            if reservation is None:
+                reservation = self._reservation()
+            shadow, extra = reservation
+            ends_by = (now + self._qr[first:][small]) <= shadow
+            ok = ends_by | (demand[small] <= extra)
+            cand, ends_by = small[ok], ends_by[ok]
+            # After each start, re-filter the remaining candidates against the smaller free
+            # and extra counts, so the next candidate is always a valid pick.
+            while cand.shape[0]:
+                j = int(cand[0])
+                d = int(demand[j])
+                free -= d
+                if not ends_by[0]:
+                    extra -= d
+                picked.append(first + j)
+                cand, ends_by = cand[1:], ends_by[1:]
+                if free <= 0 or cand.shape[0] == 0:
+                    break
+                dr = demand[cand]
+                ok = (dr <= free) & (ends_by | (dr <= extra))
+                cand, ends_by = cand[ok], ends_by[ok]
+            reservation = (shadow, extra)
         # Backfills leave holes, so positions stay valid; without holes the line closes up.
         self._scan = (reservation, n if self.leaves_holes else n - len(picked))
         if reservation is not None:
-            self._held = (int(self._q_task[self._q_head]), reservation[0], reservation[1])
+            self._held = (self._lt[self._q_head], reservation[0], reservation[1])
         if not picked:
             return started
         backfilled = self._start(picked, now)
