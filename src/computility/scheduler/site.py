@@ -14,7 +14,7 @@ from numpy.typing import NDArray
 
 from computility.domain.workload import ANY_GPU, Workload
 from computility.scheduler.decisions import Decision, RejectTasks, StartTasks
-from computility.scheduler.events import Event, TasksArrived, TasksFinished
+from computility.scheduler.events import Event, TaskIds, TasksArrived, TasksFinished
 from computility.scheduler.queues import PoolQueue, make_queue
 
 CPU = "cpu"
@@ -107,33 +107,37 @@ class SiteScheduler:
             return self.tasks.cpus[tasks]
         return self.tasks.gpu_milli[tasks]
 
-    def _release(self, tasks: NDArray[np.int64], now: float, touched: set[int]) -> None:
-        if tasks.shape[0] == 0:
+    def _release(self, tasks: TaskIds, now: float, touched: set[int]) -> None:
+        if len(tasks) == 0:
             return
         if len(self.pools) == 1:
             self.queues[0].release(tasks, now)
             touched.add(0)
             return
-        pools = self.pool_of[tasks]
+        ids = np.asarray(tasks, np.int64)
+        pools = self.pool_of[ids]
         for p in np.unique(pools).tolist():
-            self.queues[p].release(tasks[pools == p], now)
+            self.queues[p].release(ids[pools == p], now)
             touched.add(p)
 
-    def _admit(self, tasks: NDArray[np.int64], touched: set[int]) -> list[Decision]:
-        if tasks.shape[0] == 0:
+    def _admit(self, tasks: TaskIds, touched: set[int]) -> list[Decision]:
+        if len(tasks) == 0:
             return []
-        if tasks.shape[0] == 1:
+        if len(tasks) == 1:
             task = int(tasks[0])
             pool = self._fixed_l[task]
             if pool == -2:
                 pool = self._least_loaded(task)
             self.pool_of[task] = pool
             if pool < 0:
-                return [RejectTasks(tasks, self._why_not(task))]
+                return [RejectTasks(np.array([task], np.int64), self._why_not(task))]
             demand = self._cpus_l[task] if self.pools[pool].is_cpu else self._gpu_l[task]
             self.queues[pool].enqueue_one(task, demand, self._req_l[task])
             touched.add(pool)
             return []
+        return self._admit_many(np.asarray(tasks, np.int64), touched)
+
+    def _admit_many(self, tasks: NDArray[np.int64], touched: set[int]) -> list[Decision]:
         chosen = self._fixed[tasks].copy()
         for i in np.flatnonzero(chosen == -2).tolist():
             chosen[i] = self._least_loaded(int(tasks[i]))

@@ -74,7 +74,6 @@ def replay(
     done = 0
     starts = 0
     next_report = 0
-    empty = np.zeros(0, np.int64)
     inf = float("inf")
     heappush, heappop = heapq.heappush, heapq.heappop
     while arrived < n or heap:
@@ -85,23 +84,20 @@ def replay(
             while heap and heap[0][0] == now:
                 finished.append(heappop(heap)[1])
             done += len(finished)
-            fin = np.array(finished, np.int64)
         else:
-            fin = empty
+            finished = []
         if t_arr == now:
             upto = arrived + 1
             while upto < n and submit[upto] == now:
                 upto += 1
-            batch = np.arange(arrived, upto, dtype=np.int64)
+            batch = range(arrived, upto)
             arrived = upto
+            if finished:
+                decisions = site.handle(now, TasksFinished(finished), TasksArrived(batch))
+            else:
+                decisions = site.handle(now, TasksArrived(batch))
         else:
-            batch = empty
-        if fin is empty:
-            decisions = site.handle(now, TasksArrived(batch))
-        elif batch is empty:
-            decisions = site.handle(now, TasksFinished(fin))
-        else:
-            decisions = site.handle(now, TasksFinished(fin), TasksArrived(batch))
+            decisions = site.handle(now, TasksFinished(finished))
         for decision in decisions:
             if isinstance(decision, StartTasks):
                 ids = decision.tasks

@@ -263,10 +263,10 @@ class PoolQueue(ABC):
         self._drop_queued(positions)
         return started
 
-    def release(self, tasks: NDArray[np.int64], now: float) -> None:
+    def release(self, tasks: NDArray[np.int64] | Sequence[int], now: float) -> None:
         """Running tasks ended: give their units back."""
         running, by_end = self._running, self._by_end
-        for task in tasks.tolist():
+        for task in tasks.tolist() if isinstance(tasks, np.ndarray) else tasks:
             end, size = running.pop(task)
             del by_end[bisect_left(by_end, (end, task, size))]
             self.free += size
