@@ -6,6 +6,8 @@ now and either ends by the shadow time or uses only the processors that will sti
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 from numpy.typing import NDArray
 
@@ -93,53 +95,36 @@ class EasyQueue(PoolQueue):
             return started
         picked: list[int] = []
         h = self._q_head
+        candidates: Iterable[int]
         if n - first <= 8:
             # A short stretch to scan: scalar checks beat array dispatch.
-            candidates: list[int] | None = list(range(first, n))
+            candidates = range(first, n)
         else:
-            small = (self._q_demand[h + first : h + n] <= free).nonzero()[0]
-            candidates = (small + first).tolist() if small.shape[0] <= 24 else None
-        if candidates is not None:
-            ld, lr = self._ld, self._lr
-            for j in candidates:
-                d = ld[h + j]
-                if d > free:
-                    continue
-                if reservation is None:
-                    reservation = self._reservation()
-                shadow, extra = reservation
-                ends_by_shadow = now + lr[h + j] <= shadow
-                if ends_by_shadow or d <= extra:
-                    free -= d
-                    if not ends_by_shadow:
-                        reservation = (shadow, extra - d)
-                    picked.append(j)
-                    if free <= 0:
-                        break
-        else:
-            demand = self._qd[first:]
+            # One vector pass finds every task that could start with the units free now; the
+            # loop below re-checks each against the units left by the starts before it.
             if reservation is None:
                 reservation = self._reservation()
             shadow, extra = reservation
-            ends_by = (now + self._qr[first:][small]) <= shadow
-            ok = ends_by | (demand[small] <= extra)
-            cand, ends_by = small[ok], ends_by[ok]
-            # After each start, re-filter the remaining candidates against the smaller free
-            # and extra counts, so the next candidate is always a valid pick.
-            while cand.shape[0]:
-                j = int(cand[0])
-                d = int(demand[j])
-                free -= d
-                if not ends_by[0]:
-                    extra -= d
-                picked.append(first + j)
-                cand, ends_by = cand[1:], ends_by[1:]
-                if free <= 0 or cand.shape[0] == 0:
+            a, b = h + first, h + n
+            d = self._q_demand[a:b]
+            ok = (d <= free) & (((self._q_req[a:b] + now) <= shadow) | (d <= extra))
+            candidates = (ok.nonzero()[0] + first).tolist()
+        ld, lr = self._ld, self._lr
+        for j in candidates:
+            d_j = ld[h + j]
+            if d_j > free:
+                continue
+            if reservation is None:
+                reservation = self._reservation()
+            shadow, extra = reservation
+            ends_by_shadow = now + lr[h + j] <= shadow
+            if ends_by_shadow or d_j <= extra:
+                free -= d_j
+                if not ends_by_shadow:
+                    reservation = (shadow, extra - d_j)
+                picked.append(j)
+                if free <= 0:
                     break
-                dr = demand[cand]
-                ok = (dr <= free) & (ends_by | (dr <= extra))
-                cand, ends_by = cand[ok], ends_by[ok]
-            reservation = (shadow, extra)
         # Backfills leave holes, so positions stay valid; without holes the line closes up.
         self._scan = (reservation, n if self.leaves_holes else n - len(picked))
         if reservation is not None:
