@@ -200,3 +200,32 @@ def test_gpu_pools_take_gpu_tasks_and_cpu_pool_takes_cpu_tasks() -> None:
     assert p.returncode == 0, p.stderr
     r = json.loads(p.stdout)["results"][0]
     assert r["rejected"] == 0 and r["completed"] == json.loads(p.stdout)["jobs"]
+
+
+def test_an_integer_too_large_for_the_simulator_is_bad_input_not_a_crash(tmp_path: Path) -> None:
+    trace = tmp_path / "huge.swf"
+    trace.write_text("; MaxProcs: 8\n"
+                     "1 0 -1 10 2 -1 -1 100000000000000000000 10 -1 1 1 1 -1 -1 -1 -1 -1\n")
+    _assert_one_line_exit_2(
+        sim("--trace", str(trace)),
+        f"{trace}:2: field 8 (requested processors): expected an integer no larger than 2^53, "
+        "got '100000000000000000000'",
+    )
+
+
+def test_out_below_an_existing_file_is_refused_before_simulating(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    p = sim("--trace", str(DATA / "small.swf"), "--out", str(blocker / "run"))
+    _assert_one_line_exit_2(p, f"--out: '{blocker}' exists and is not a folder")
+
+
+def test_out_into_an_existing_folder_adds_the_files_and_keeps_others(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    p = sim("--trace", str(DATA / "small.swf"), "--out", str(out))
+    assert p.returncode == 0, p.stderr
+    assert (out / "notes.txt").read_text() == "mine"
+    assert (out / "report.json").exists()
+    assert not [f for f in tmp_path.iterdir() if f.name.startswith(".computility-out-")]

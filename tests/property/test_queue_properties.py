@@ -7,7 +7,10 @@ words; on any workload the two must give the same schedule.
 
 from __future__ import annotations
 
+import random
+
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -40,10 +43,12 @@ def _workload(jobs: list[tuple[int, int, int, int]]) -> Workload:
     )
 
 
-def reference(w: Workload, discipline: str) -> list[float]:
+def reference(w: Workload, discipline: str, capacity: int = CAPACITY) -> list[float]:
     """Contract semantics, recomputed from scratch at every event time."""
     n = len(w)
     start = [float("nan")] * n
+    size = [int(c) for c in w.cpus.tolist()]
+    req = [float(r) for r in w.requested.tolist()]
     running: list[tuple[float, float, int, int]] = []  # (actual end, expected end, procs, task)
     queue: list[int] = []
     arrived = 0
@@ -55,9 +60,7 @@ def reference(w: Workload, discipline: str) -> list[float]:
         while arrived < n and float(w.submit[arrived]) == now:
             queue.append(arrived)
             arrived += 1
-        free = CAPACITY - sum(r[2] for r in running)
-        size = [int(w.cpus[i]) for i in range(n)]
-        req = [float(w.requested[i]) for i in range(n)]
+        free = capacity - sum(r[2] for r in running)
         picked: list[int] = []
         if discipline in ("fcfs", "easy"):
             while queue and size[queue[0]] <= free:
@@ -153,3 +156,36 @@ def test_fcfs_starts_jobs_in_queue_order(jobs: list[tuple[int, int, int, int]]) 
     assert (np.diff(s.start) >= 0).all()
 
 
+
+
+def _long_workload(seed: int) -> tuple[Workload, int]:
+    """A longer, burstier workload than hypothesis draws: buffers grow, holes get squeezed out."""
+    rng = random.Random(seed)
+    capacity = rng.choice([1, 3, 16, 64, 100, 256])
+    jobs = []
+    t = 0
+    for _ in range(rng.choice([150, 300])):
+        r = rng.random()
+        if r >= 0.4:  # else: a burst, same submit time as the previous job
+            t += rng.randint(1, 20) if r < 0.9 else rng.randint(50, 500)
+        run = int(rng.lognormvariate(3, 1.2)) + 1
+        extra = 0 if rng.random() < 0.7 else rng.choice([rng.randint(1, 10), run * 20, 10**5])
+        size = rng.choice([1, 1, 2, 4, capacity // 2, capacity, rng.randint(1, capacity)])
+        jobs.append((t, run, extra, max(1, min(capacity, size))))
+    w = Workload.from_columns(
+        "random-long",
+        ids=list(range(1, len(jobs) + 1)),
+        submit=[j[0] for j in jobs],
+        run=[j[1] for j in jobs],
+        requested=[j[1] + j[2] for j in jobs],
+        cpus=[j[3] for j in jobs],
+    )
+    return w, capacity
+
+
+@pytest.mark.parametrize("seed", range(12))
+@pytest.mark.parametrize("discipline", ["fcfs", "easy", "conservative"])
+def test_long_bursty_workloads_match_the_reference(seed: int, discipline: str) -> None:
+    w, capacity = _long_workload(seed)
+    s = replay(w, [PoolSlots("XEON-8380", "cpu", capacity)], discipline)
+    assert s.start.tolist() == reference(w, discipline, capacity)

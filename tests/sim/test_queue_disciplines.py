@@ -123,3 +123,35 @@ def test_a_job_wider_than_the_site_is_rejected_and_the_rest_still_run() -> None:
     assert schedule.rejected.tolist() == [True, False]
     assert "more processors than the site has" in schedule.reasons[0]
     assert np.isnan(schedule.start[0]) and schedule.start[1] == 0
+
+
+# --- sites with several pools ---------------------------------------------------------------
+
+TWO_GPU_POOLS = [
+    PoolSlots("XEON-8380", "cpu", 64),
+    PoolSlots("A100-80GB", "gpu", 1000),
+    PoolSlots("V100-32GB", "gpu", 1000),
+]
+
+
+def _gpu_tasks(submits: list[float], run: float = 100.0) -> Workload:
+    n = len(submits)
+    return Workload.from_columns(
+        "gpus", ids=list(range(1, n + 1)), submit=submits, run=[run] * n, cpus=[4] * n,
+        gpu_milli=[1000] * n,
+    )
+
+
+def test_a_gpu_task_never_lands_on_the_cpu_pool_however_busy_the_gpus() -> None:
+    w = _gpu_tasks([0, 1, 2, 3])
+    s = replay(w, TWO_GPU_POOLS, "easy")
+    assert sorted(s.pool.tolist()[:2]) == [1, 2]
+    assert 0 not in s.pool.tolist()
+    # Two devices, four 100 s tasks: the last two wait for the first two.
+    assert s.start.tolist() == [0, 1, 100, 101]
+
+
+def test_a_burst_is_routed_as_if_its_tasks_arrived_one_by_one() -> None:
+    burst = replay(_gpu_tasks([0, 0, 0, 0]), TWO_GPU_POOLS, "easy")
+    assert burst.pool.tolist() == [1, 2, 1, 2]
+    assert burst.start.tolist() == [0, 0, 100, 100]

@@ -75,8 +75,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(130)
     except TyperException as e:
         format_message = getattr(e, "format_message", None)
-        message = format_message() if callable(format_message) else str(e)
-        print(f"computility: {_one_line(message)}", file=sys.stderr)
+        message = _one_line(format_message() if callable(format_message) else str(e))
+        if message:  # empty when the error only means "help was shown"
+            print(f"computility: {message}", file=sys.stderr)
         sys.exit(2)
     except BrokenPipeError:
         sys.exit(1)

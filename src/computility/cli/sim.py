@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -82,6 +83,8 @@ def sim_command(
         start=start,
         arrivals=arrivals,
     )
+    if out is not None:
+        check_out(out)
     with ExitStack() as stack:
         factory = _progress_factory(stack) if sys.stderr.isatty() else None
         outcome = simulate(req, progress=factory)
@@ -89,33 +92,51 @@ def sim_command(
     if out is not None:
         write_outputs(outcome, report, out)
     if as_json:
-        sys.stdout.write(json.dumps(report) + "\n")
+        # allow_nan=False: the contract's "null, never NaN" is enforced at the last step too.
+        sys.stdout.write(json.dumps(report, allow_nan=False) + "\n")
     else:
         print_report(report, Console(width=None if sys.stdout.isatty() else 160))
+
+
+def check_out(out: Path) -> None:
+    """Refuse an --out that cannot become a folder, before any work is done."""
+    for place in (out, *out.parents):
+        if place.exists():
+            if not place.is_dir():
+                raise UsageError(f"--out: '{place}' exists and is not a folder")
+            break
 
 
 def write_outputs(outcome: SimOutcome, report: dict[str, object], out: Path) -> None:
     """Write report.json, report.txt and the plots into `out`, all or nothing.
 
-    Everything is written to a scratch folder first and moved in only when complete, so a
-    failure leaves `out` as it was.
+    Everything is written to a scratch folder beside `out` first. A new `out` is that folder
+    renamed in one step; into an existing one the finished files are moved, so a failure part
+    way through writing leaves `out` as it was.
     """
     from computility.sim.plots import write_plots
 
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out: '{out}' exists and is not a folder")
-    parent = out.resolve().parent
-    parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=parent, prefix=".computility-out-") as tmp:
-        scratch = Path(tmp)
-        (scratch / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-        console = Console(file=open(scratch / "report.txt", "w"), width=160)  # noqa: SIM115
-        console.print(results_table(report))
-        console.file.close()
-        write_plots(outcome, scratch)
-        out.mkdir(parents=True, exist_ok=True)
-        for item in scratch.iterdir():
-            shutil.move(str(item), out / item.name)
+    check_out(out)
+    parent = out.absolute().parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        scratch = Path(tempfile.mkdtemp(dir=parent, prefix=".computility-out-"))
+        try:
+            (scratch / "report.json").write_text(
+                json.dumps(report, indent=2, allow_nan=False) + "\n"
+            )
+            with open(scratch / "report.txt", "w") as text:
+                Console(file=text, width=160).print(results_table(report))
+            write_plots(outcome, scratch)
+            if out.exists():
+                for item in scratch.iterdir():
+                    os.replace(item, out / item.name)
+            else:
+                os.rename(scratch, out)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+    except OSError as e:
+        raise UsageError(f"--out: cannot write '{out}': {e.strerror or e}") from None
 
 
 def _progress_factory(stack: ExitStack) -> ProgressFactory:

@@ -138,22 +138,27 @@ class SiteScheduler:
         return self._admit_many(np.asarray(tasks, np.int64), touched)
 
     def _admit_many(self, tasks: NDArray[np.int64], touched: set[int]) -> list[Decision]:
-        chosen = self._fixed[tasks].copy()
-        for i in np.flatnonzero(chosen == -2).tolist():
-            chosen[i] = self._least_loaded(int(tasks[i]))
+        chosen = self._fixed[tasks]
+        if (chosen == -2).any():
+            # Tasks with a choice of pools must see the load left by the ones before them in
+            # the same burst, exactly as if they had arrived one by one.
+            rejected: list[Decision] = []
+            for task in tasks.tolist():
+                rejected += self._admit((task,), touched)
+            return rejected
         self.pool_of[tasks] = chosen
-        if len(self.pools) == 1 and chosen[0] == 0 and (chosen == 0).all():
+        if len(self.pools) == 1 and (chosen == 0).all():
             groups: list[tuple[int, NDArray[np.int64]]] = [(0, tasks)]
         else:
             groups = [(p, tasks[chosen == p]) for p in np.unique(chosen[chosen >= 0]).tolist()]
         for p, sel in groups:
             self.queues[p].enqueue(sel, self.demand_in(p, sel), self.tasks.requested[sel])
             touched.add(p)
-        rejected = tasks[chosen < 0]
-        if rejected.shape[0] == 0:
+        refused = tasks[chosen < 0]
+        if refused.shape[0] == 0:
             return []
         reasons: dict[str, list[int]] = {}
-        for task in rejected.tolist():
+        for task in refused.tolist():
             reasons.setdefault(self._why_not(task), []).append(task)
         return [RejectTasks(np.asarray(ids, np.int64), why) for why, ids in reasons.items()]
 
@@ -171,8 +176,8 @@ class SiteScheduler:
     def _allows(self, pool: int, task: int) -> bool:
         spec = self.pools[pool]
         if spec.is_cpu:
-            return int(self.tasks.cpus[task]) <= spec.units
-        if int(self.tasks.gpu_milli[task]) > spec.units:
+            return self._gpu_l[task] == 0 and self._cpus_l[task] <= spec.units
+        if self._gpu_l[task] == 0 or self._gpu_l[task] > spec.units:
             return False
         types = int(self.tasks.gpu_types[task])
         return types == ANY_GPU or spec.device_id in self.tasks.gpu_type_sets[types]

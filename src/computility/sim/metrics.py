@@ -2,7 +2,9 @@
 
 Definitions are the contract's ("--json report"): wait = start - submit, JCT = end - submit,
 bounded slowdown = max(1, (wait + run) / max(run, 10 s)), makespan = last completion - first
-submit, utilisation = busy CU-seconds / (total CU x makespan). An undefined figure is None.
+submit, utilisation = busy CU-seconds / (total CU x makespan). The first submit is that of any
+job of the workload, rejected ones included: the observed period starts when the trace does.
+An undefined figure is None.
 """
 
 from __future__ import annotations

@@ -30,11 +30,18 @@ def parse_number(path: str, line: int, field_no: int, name: str, text: str) -> f
     return value
 
 
+MAX_COUNT = 2**53
+"""Largest integer a trace field may hold: every integer up to it is exact as a float, and sums
+of them stay far from int64 overflow."""
+
+
 def parse_count(path: str, line: int, field_no: int, name: str, text: str) -> int:
     """A non-negative integer (``4`` and ``4.0`` both accepted: some exporters write floats)."""
     value = parse_number(path, line, field_no, name, text)
     if value < 0 or not value.is_integer():
         raise FieldError(path, line, field_no, name, "a non-negative integer", text)
+    if value > MAX_COUNT:
+        raise FieldError(path, line, field_no, name, "an integer no larger than 2^53", text)
     return int(value)
 
 

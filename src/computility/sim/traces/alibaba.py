@@ -44,6 +44,7 @@ from computility.domain.errors import FieldError
 from computility.domain.workload import ANY_GPU, Workload
 from computility.sim.traces._arrivals import log_uniform_runs, poisson_submits
 from computility.sim.traces._common import (
+    MAX_COUNT,
     GpuResolver,
     GpuTypeSets,
     check_width,
@@ -160,8 +161,10 @@ def read_alibaba(
                 continue
 
         cpu_m = parse_number(path, line, i_cpu + 1, "cpu_milli", row[i_cpu].strip())
-        if cpu_m < 0:
-            raise FieldError(path, line, i_cpu + 1, "cpu_milli", "a number >= 0", row[i_cpu])
+        if not 0 <= cpu_m <= MAX_COUNT:
+            raise FieldError(
+                path, line, i_cpu + 1, "cpu_milli", "a number from 0 to 2^53", row[i_cpu]
+            )
         n_gpu = parse_count(path, line, i_ngpu + 1, "num_gpu", row[i_ngpu].strip())
         milli = _gpu_milli(path, line, n_gpu, i_gm, row)
         n_cpu = math.ceil(cpu_m / 1000)

@@ -45,6 +45,7 @@ import numpy as np
 from computility.domain.errors import FieldError
 from computility.domain.workload import ANY_GPU, Workload
 from computility.sim.traces._common import (
+    MAX_COUNT,
     GpuResolver,
     GpuTypeSets,
     Tenants,
@@ -137,8 +138,10 @@ def read_computility_csv(
             return row[i].strip() if i is not None else ""
 
         job_id = parse_number(path, line, i_id + 1, "id", cell(i_id))
-        if not job_id.is_integer():
-            raise FieldError(path, line, i_id + 1, "id", "an integer", cell(i_id))
+        if not job_id.is_integer() or abs(job_id) > MAX_COUNT:
+            raise FieldError(
+                path, line, i_id + 1, "id", "an integer no larger than 2^53", cell(i_id)
+            )
         sub = parse_number(path, line, i_sub + 1, "submit_s", cell(i_sub))
         if sub < 0:
             raise FieldError(path, line, i_sub + 1, "submit_s", "seconds >= 0", cell(i_sub))

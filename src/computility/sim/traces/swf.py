@@ -26,6 +26,7 @@ from numpy.typing import NDArray
 
 from computility.domain.errors import FieldError
 from computility.domain.workload import Workload
+from computility.sim.traces._common import MAX_COUNT
 
 SWF_FIELDS = (
     "job id",
@@ -71,6 +72,9 @@ def _field_value(path: str, line_no: int, i: int, text: str) -> float:
         raise FieldError(path, line_no, i + 1, SWF_FIELDS[i], "a finite number", text)
     if i in _INTEGER_FIELDS and not value.is_integer():
         raise FieldError(path, line_no, i + 1, SWF_FIELDS[i], "an integer", text)
+    if i in _INTEGER_FIELDS and abs(value) > MAX_COUNT:
+        expected = "an integer no larger than 2^53"
+        raise FieldError(path, line_no, i + 1, SWF_FIELDS[i], expected, text)
     return value
 
 
@@ -114,6 +118,7 @@ def _parse_chunk(
         and fields.shape == (len(chunk), N_FIELDS)
         and bool(np.isfinite(fields).all())
         and bool((fields[:, _INTEGER_FIELDS] % 1 == 0).all())
+        and bool((np.abs(fields[:, _INTEGER_FIELDS]) <= MAX_COUNT).all())
     ):
         return fields
     rows: list[list[float]] = []
