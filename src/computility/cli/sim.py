@@ -37,7 +37,10 @@ def _split(values: list[str] | None, default: tuple[str, ...]) -> tuple[str, ...
 
 
 def sim_command(
-    trace: Annotated[str | None, typer.Option("--trace", help="Trace file (plain or .gz).")] = None,
+    trace: Annotated[
+        str | None,
+        typer.Option("--trace", help="Trace file (plain or .gz), or builtin:lublin_256."),
+    ] = None,
     fmt: Annotated[
         str, typer.Option("--format", help="auto|swf|alibaba|philly|csv")
     ] = "auto",
