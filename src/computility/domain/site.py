@@ -13,6 +13,11 @@ from computility.domain.devices import DeviceType
 MILLI = 1000
 """Accelerator pools count thousandths of a device, so fractional shares fit the same queue."""
 
+HOURS_PER_DAY = 24
+HOURS_PER_YEAR = 8760
+CURVE_LENGTHS = (HOURS_PER_DAY, HOURS_PER_YEAR)
+"""An hourly curve is a typical day or a (non-leap) year of hours, nothing in between."""
+
 
 @dataclass(frozen=True, slots=True)
 class Pool:
@@ -23,16 +28,24 @@ class Pool:
         device: the catalogue entry of every device in the pool.
         count: how many devices (cores for a CPU pool).
         price_per_cu_hour: micro-units of currency per CU-hour of use.
+        devices_per_node: the node shape (devices, or cores for a CPU pool, on one machine):
+            a task that needs one node must fit in this many; ``count`` is a multiple of it.
     """
 
     id: str
     device: DeviceType
     count: int
     price_per_cu_hour: int
+    devices_per_node: int = 1
 
     def __post_init__(self) -> None:
         if self.count <= 0:
             raise ValueError(f"pool '{self.id}': count must be positive, got {self.count}")
+        if self.devices_per_node <= 0 or self.count % self.devices_per_node:
+            raise ValueError(
+                f"pool '{self.id}': devices_per_node must be a positive divisor of count "
+                f"{self.count}, got {self.devices_per_node}"
+            )
         if self.price_per_cu_hour < 0:
             raise ValueError(f"pool '{self.id}': price must not be negative")
 
@@ -57,6 +70,11 @@ class Pool:
     def total_cu(self) -> float:
         return self.device.cu * self.count
 
+    @property
+    def nodes(self) -> int:
+        """How many machines the pool is made of."""
+        return self.count // self.devices_per_node
+
 
 @dataclass(frozen=True, slots=True)
 class Site:
@@ -70,6 +88,13 @@ class Site:
         pue: power usage effectiveness: facility energy / IT energy (>= 1).
         electricity_price_per_kwh: micro-units per kWh of facility energy.
         carbon_kg_per_kwh: grid carbon intensity, kg CO2e per kWh.
+        lat: latitude of the facility, degrees north (0 where unknown, as for a local site).
+        lon: longitude, degrees east.
+        electricity_price_curve: micro-units per kWh for each hour of a typical day (24 values)
+            or of a year (8760); empty means flat at ``electricity_price_per_kwh``, 24 values.
+            ``computility.domain.network.hour_index`` maps a simulated time to an entry.
+        carbon_curve: kg CO2e per kWh per hour, the same shape rules; empty means flat at
+            ``carbon_kg_per_kwh``.
     """
 
     id: str
@@ -79,12 +104,33 @@ class Site:
     pue: float
     electricity_price_per_kwh: int
     carbon_kg_per_kwh: float
+    lat: float = 0.0
+    lon: float = 0.0
+    electricity_price_curve: tuple[int, ...] = ()
+    carbon_curve: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.pools:
             raise ValueError(f"site '{self.id}' has no pools")
         if self.pue < 1.0:
             raise ValueError(f"site '{self.id}': PUE must be at least 1, got {self.pue}")
+        # A site built for one machine (sim.single) names only flat values; the curves that
+        # placement reads are filled from them, so every site answers the same questions.
+        if not self.electricity_price_curve:
+            flat_price = (self.electricity_price_per_kwh,) * HOURS_PER_DAY
+            object.__setattr__(self, "electricity_price_curve", flat_price)
+        if not self.carbon_curve:
+            object.__setattr__(self, "carbon_curve", (self.carbon_kg_per_kwh,) * HOURS_PER_DAY)
+        for name, curve in (
+            ("electricity_price_curve", self.electricity_price_curve),
+            ("carbon_curve", self.carbon_curve),
+        ):
+            if len(curve) not in CURVE_LENGTHS:
+                raise ValueError(
+                    f"site '{self.id}': {name} must have 24 or 8760 values, got {len(curve)}"
+                )
+            if min(curve) < 0:
+                raise ValueError(f"site '{self.id}': {name} must not be negative")
 
     @property
     def total_cu(self) -> float:
