@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import typer
 from typer.exceptions import TyperException
 
+from computility.cli.network import network_app
 from computility.cli.sim import sim_command
 from computility.domain.errors import BadInput
 
@@ -25,6 +26,7 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 app.command("sim")(sim_command)
+app.add_typer(network_app, name="network")
 
 
 @app.callback()

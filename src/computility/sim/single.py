@@ -74,7 +74,11 @@ def single_site(
     pools = [Pool("cpu", catalogue.default_cpu, processors_for(workload, cpus), price)]
     seen: set[str] = set()
     for name, count in gpus:
-        device = catalogue.get(name)
+        matches = catalogue.match(name)
+        if len(matches) > 1:
+            variants = ", ".join(d.id for d in matches)
+            raise UsageError(f"--gpus: '{name}' is a family ({variants}): name one of them")
+        device = matches[0]
         if device.id in seen:
             raise UsageError(f"--gpus: {device.id} given twice")
         if not device.is_accelerator:
