@@ -11,8 +11,11 @@ import csv
 import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
+import numpy as np
+from numpy.typing import NDArray
+
 from computility.domain.errors import BadInput, FieldError, UnknownDeviceType
-from computility.domain.workload import ANY_GPU
+from computility.domain.workload import ANY_GPU, Workload
 
 GpuResolver = Callable[[str], tuple[str, ...]]
 """Maps a device name from a trace (``V100M32``, ``A100``) to catalogue ids, or raises
@@ -80,6 +83,89 @@ def check_width(path: str, line: int, row: Sequence[str], header: Sequence[str])
         f"{len(header)} comma-separated fields, as in the header",
         ",".join(row),
     )
+
+
+class TaskColumns:
+    """A reader's kept records, one Python list per column, in file order.
+
+    Optional columns (requested time, tenant, deadline) are passed on only when the reader filled
+    them, so `Workload.from_columns` applies its own defaults otherwise.
+    """
+
+    def __init__(self) -> None:
+        self.ids: list[int] = []
+        self.lines: list[int] = []
+        self.submit: list[float] = []
+        self.run: list[float] = []
+        self.cpus: list[int] = []
+        self.gpu_milli: list[int] = []
+        self.gpu_types: list[int] = []
+        self.requested: list[float] = []
+        self.tenant: list[int] = []
+        self.deadline: list[float] = []
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def add(
+        self,
+        task_id: int,
+        line: int,
+        run: float,
+        *,
+        cpus: int,
+        gpu_milli: int = 0,
+        gpu_type: int = ANY_GPU,
+        submit: float | None = None,
+        requested: float | None = None,
+        tenant: int | None = None,
+        deadline: float | None = None,
+    ) -> None:
+        """Keep one record; leave out `submit` when arrivals are drawn later."""
+        self.ids.append(task_id)
+        self.lines.append(line)
+        self.run.append(run)
+        self.cpus.append(cpus)
+        self.gpu_milli.append(gpu_milli)
+        self.gpu_types.append(gpu_type)
+        if submit is not None:
+            self.submit.append(submit)
+        if requested is not None:
+            self.requested.append(requested)
+        if tenant is not None:
+            self.tenant.append(tenant)
+        if deadline is not None:
+            self.deadline.append(deadline)
+
+    def workload(
+        self,
+        path: str,
+        *,
+        types: GpuTypeSets,
+        tenants: Tenants | None = None,
+        submit: list[float] | NDArray[np.float64] | None = None,
+        run: list[float] | NDArray[np.float64] | None = None,
+        skipped: int = 0,
+        censored: int = 0,
+    ) -> Workload:
+        """The workload of the kept records; `submit`/`run` replace columns drawn afterwards."""
+        return Workload.from_columns(
+            path,
+            ids=self.ids,
+            submit=list(self.submit) if submit is None else submit,
+            run=list(self.run) if run is None else run,
+            requested=self.requested or None,
+            cpus=self.cpus,
+            gpu_milli=self.gpu_milli,
+            gpu_types=self.gpu_types,
+            gpu_type_sets=tuple(types.sets),
+            tenant=self.tenant or None,
+            tenants=tenants.names() if tenants is not None else ("default",),
+            deadline=self.deadline or None,
+            lines=self.lines,
+            skipped=skipped,
+            censored=censored,
+        )
 
 
 class Tenants:

@@ -47,6 +47,7 @@ from computility.sim.traces._common import (
     MAX_COUNT,
     GpuResolver,
     GpuTypeSets,
+    TaskColumns,
     check_width,
     csv_rows,
     parse_count,
@@ -128,17 +129,11 @@ def read_alibaba(
     i_del, i_sched = col.get("deletion_time", -1), col.get("scheduled_time", -1)
 
     types = GpuTypeSets(path, resolve_gpu)
-    ids: list[int] = []
-    submit: list[float] = []
-    run: list[float] = []
-    cpus: list[int] = []
-    gpu_milli: list[int] = []
-    gpu_types: list[int] = []
-    where: list[int] = []
+    kept = TaskColumns()
     skipped = censored = 0
     row_no = 0
     for line, row in rows:
-        if len(ids) == limit:
+        if len(kept) == limit:
             break
         check_width(path, line, row, header)
         row_no += 1
@@ -173,38 +168,24 @@ def read_alibaba(
         gtype = ANY_GPU
         if milli > 0 and i_spec is not None:
             gtype = types.index(row[i_spec].strip(), line, i_spec + 1, "gpu_spec")
+        created = None
         if i_create is not None and not poisson:
-            submit.append(
-                parse_number(path, line, i_create + 1, "creation_time", row[i_create].strip())
+            created = parse_number(
+                path, line, i_create + 1, "creation_time", row[i_create].strip()
             )
         if phase == "Running" and not draw_runs:
             censored += 1
-        ids.append(row_no)
-        run.append(run_s)
-        cpus.append(n_cpu)
-        gpu_milli.append(milli)
-        gpu_types.append(gtype)
-        where.append(line)
+        kept.add(row_no, line, run_s, cpus=n_cpu, gpu_milli=milli, gpu_type=gtype, submit=created)
 
-    submit_col: list[float] | NDArray[np.float64] = submit
-    run_col: list[float] | NDArray[np.float64] = run
+    submit_col: NDArray[np.float64] | None = None
+    run_col: NDArray[np.float64] | None = None
     if arrivals_per_hour is not None:
         rng = np.random.default_rng(seed)
-        submit_col = poisson_submits(rng, len(ids), arrivals_per_hour)
+        submit_col = poisson_submits(rng, len(kept), arrivals_per_hour)
         if draw_runs:
-            run_col = log_uniform_runs(rng, len(ids))
-    return Workload.from_columns(
-        path,
-        ids=ids,
-        submit=submit_col,
-        run=run_col,
-        cpus=cpus,
-        gpu_milli=gpu_milli,
-        gpu_types=gpu_types,
-        gpu_type_sets=tuple(types.sets),
-        lines=where,
-        skipped=skipped,
-        censored=censored,
+            run_col = log_uniform_runs(rng, len(kept))
+    return kept.workload(
+        path, types=types, submit=submit_col, run=run_col, skipped=skipped, censored=censored
     )
 
 

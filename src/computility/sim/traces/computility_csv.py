@@ -48,6 +48,7 @@ from computility.sim.traces._common import (
     MAX_COUNT,
     GpuResolver,
     GpuTypeSets,
+    TaskColumns,
     Tenants,
     check_width,
     csv_rows,
@@ -118,19 +119,10 @@ def read_computility_csv(
 
     types = GpuTypeSets(path, resolve_gpu)
     tenants = Tenants()
-    ids: list[int] = []
-    submit: list[float] = []
-    run: list[float] = []
-    requested: list[float] = []
-    cpus: list[int] = []
-    gpu_milli: list[int] = []
-    gpu_types: list[int] = []
-    tenant: list[int] = []
-    deadline: list[float] = []
-    where: list[int] = []
+    kept = TaskColumns()
     skipped = 0
     for line, row in rows:
-        if len(ids) == limit:
+        if len(kept) == limit:
             break
         check_width(path, line, row, header)
 
@@ -163,33 +155,13 @@ def read_computility_csv(
         gtype = ANY_GPU
         if milli > 0 and i_types is not None:
             gtype = types.index(cell(i_types), line, i_types + 1, "gpu_types")
-        ids.append(int(job_id))
-        submit.append(sub)
-        run.append(run_s)
-        requested.append(max(req, run_s))
-        cpus.append(n_cpu)
-        gpu_milli.append(milli)
-        gpu_types.append(gtype)
-        tenant.append(tenants.index(cell(i_ten) or "default"))
-        deadline.append(dl)
-        where.append(line)
+        kept.add(
+            int(job_id), line, run_s, cpus=n_cpu, gpu_milli=milli, gpu_type=gtype, submit=sub,
+            requested=max(req, run_s), tenant=tenants.index(cell(i_ten) or "default"),
+            deadline=dl,
+        )
 
-    return Workload.from_columns(
-        path,
-        ids=ids,
-        submit=submit,
-        run=run,
-        requested=requested,
-        cpus=cpus,
-        gpu_milli=gpu_milli,
-        gpu_types=gpu_types,
-        gpu_type_sets=tuple(types.sets),
-        tenant=tenant,
-        tenants=tenants.names(),
-        deadline=deadline,
-        lines=where,
-        skipped=skipped,
-    )
+    return kept.workload(path, types=types, tenants=tenants, skipped=skipped)
 
 
 def _milli(path: str, line: int, field_no: int, text: str) -> int:

@@ -26,6 +26,8 @@ import numpy as np
 from computility.domain.errors import FieldError
 from computility.domain.workload import Workload
 from computility.sim.traces._common import (
+    GpuTypeSets,
+    TaskColumns,
     Tenants,
     check_width,
     csv_rows,
@@ -76,17 +78,13 @@ def read_philly(path: str, lines: Iterable[str], *, limit: int | None = None) ->
     i_vc = col.get("cluster")
 
     tenants = Tenants()
-    ids: list[int] = []
+    kept = TaskColumns()
     stamps: list[float] = []
-    run: list[float] = []
-    gpus: list[int] = []
-    tenant: list[int] = []
-    where: list[int] = []
     earliest = float("inf")
     skipped = 0
     row_no = 0
     for line, row in rows:
-        if len(ids) == limit:
+        if len(kept) == limit:
             break
         check_width(path, line, row, header)
         row_no += 1
@@ -98,23 +96,12 @@ def read_philly(path: str, lines: Iterable[str], *, limit: int | None = None) ->
             skipped += 1
             continue
         n_gpus = parse_count(path, line, i_gpus + 1, "num_gpus", n_text)
-        ids.append(row_no)
+        vc = (row[i_vc].strip() if i_vc is not None else "") or "default"
         stamps.append(stamp)
-        run.append(duration)
-        gpus.append(n_gpus)
-        tenant.append(tenants.index((row[i_vc].strip() if i_vc is not None else "") or "default"))
-        where.append(line)
+        kept.add(row_no, line, duration, cpus=n_gpus, gpu_milli=n_gpus * 1000,
+                 tenant=tenants.index(vc))
 
-    submit = np.asarray(stamps, dtype=np.float64) - (earliest if ids else 0.0)
-    return Workload.from_columns(
-        path,
-        ids=ids,
-        submit=submit,
-        run=run,
-        cpus=gpus,
-        gpu_milli=[n * 1000 for n in gpus],
-        tenant=tenant,
-        tenants=tenants.names(),
-        lines=where,
-        skipped=skipped,
+    submit = np.asarray(stamps, dtype=np.float64) - (earliest if stamps else 0.0)
+    return kept.workload(
+        path, types=GpuTypeSets(path, None), tenants=tenants, submit=submit, skipped=skipped
     )
