@@ -37,22 +37,31 @@ def _fmt(value: object) -> str:
     return str(value)
 
 
-def results_table(report: Mapping[str, object]) -> Table:
-    """One row per (policy, queue) result."""
+NARROW: tuple[str, ...] = (
+    "policy", "queue", "completed", "rejected", "mean_wait_s", "mean_bounded_slowdown",
+    "utilization", "cost", "carbon_kg",
+)
+"""The columns kept on a terminal too narrow for all of them; numbers fold, never cut short."""
+
+
+def results_table(report: Mapping[str, object], width: int = 200) -> Table:
+    """One row per (policy, queue) result; fewer columns when `width` is under 140."""
+    columns = COLUMNS if width >= 140 else tuple(c for c in COLUMNS if c[0] in NARROW)
     title = (
         f"{report['trace']} on {report['network']}: {report['jobs']} jobs "
         f"({report['skipped']} skipped, {report['censored']} censored)"
     )
     table = Table(title=title, title_justify="left")
-    for _, header in COLUMNS:
-        table.add_column(header, justify="left" if header in ("policy", "queue") else "right")
+    for _, header in columns:
+        table.add_column(header, justify="left" if header in ("policy", "queue") else "right",
+                         overflow="fold")
     results = report["results"]
     assert isinstance(results, Sequence)
     for row in results:
         assert isinstance(row, Mapping)
-        table.add_row(*(_fmt(row.get(key)) for key, _ in COLUMNS))
+        table.add_row(*(_fmt(row.get(key)) for key, _ in columns))
     return table
 
 
 def print_report(report: Mapping[str, object], console: Console) -> None:
-    console.print(results_table(report))
+    console.print(results_table(report, console.width))
