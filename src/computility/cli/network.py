@@ -11,11 +11,11 @@ from rich.console import Console
 from rich.table import Table
 
 from computility.domain.devices import default_catalogue
-from computility.domain.network import Network, Region
+from computility.domain.network import Network
 from computility.domain.workload import Workload
 from computility.network import load_network
 from computility.network.describe import describe
-from computility.sim.single import parse_gpu_args, single_site
+from computility.sim.single import parse_gpu_args, single_network, single_site
 
 network_app = typer.Typer(help="Inspect networks.", no_args_is_help=True)
 
@@ -44,9 +44,7 @@ def show_command(
 def _single(cpus: int | None, gpus: list[str]) -> Network:
     """The one-site network `computility sim --network single` would build for these sizes."""
     empty = Workload.from_columns("network show", ids=[], submit=[], run=[])
-    site = single_site(empty, default_catalogue(), cpus, parse_gpu_args(gpus))
-    region = Region(site.region, site.region, 0.0, 0.0)
-    return Network(name="single", regions=(region,), sites=(site,), links=())
+    return single_network(single_site(empty, default_catalogue(), cpus, parse_gpu_args(gpus)))
 
 
 def _table(data: dict[str, Any]) -> Table:

@@ -41,6 +41,10 @@ def sim_command(
         str | None,
         typer.Option("--trace", help="Trace file (plain or .gz), or builtin:lublin_256."),
     ] = None,
+    synthetic: Annotated[
+        int | None,
+        typer.Option("--synthetic", help="N seeded synthetic tasks instead of a trace."),
+    ] = None,
     fmt: Annotated[
         str, typer.Option("--format", help="auto|swf|alibaba|philly|csv")
     ] = "auto",
@@ -71,10 +75,11 @@ def sim_command(
     ),
 ) -> None:
     """Replay a workload on a model of the network with the live scheduler, and report."""
-    if trace is None:
-        raise UsageError("sim: give --trace PATH")
+    if (trace is None) == (synthetic is None):
+        raise UsageError("sim: give exactly one of --trace PATH or --synthetic N")
     req = SimRequest(
-        trace=trace,
+        trace=trace or "",
+        synthetic=synthetic,
         fmt=fmt,
         limit=limit,
         network=network,

@@ -14,6 +14,9 @@ from numpy.typing import NDArray
 ANY_GPU = -1
 """`gpu_types` value of a task that accepts any accelerator."""
 
+NO_INDEX = -1
+"""`location` / `dataset` value of a task with no user location / no input dataset."""
+
 
 @dataclass(frozen=True, slots=True)
 class Workload:
@@ -37,6 +40,18 @@ class Workload:
         skipped: records read but not simulated (zero run time or size, never scheduled).
         censored: tasks whose run time the trace truncated (still running at its end).
         header: facts from the file header, e.g. SWF ``MaxProcs``.
+        location: index into `locations` of the user location each task is submitted from, or
+            `NO_INDEX`.
+        locations: user location ids (the network's demand locations; empty when none).
+        dataset: index into `datasets` of the dataset each task reads, or `NO_INDEX`.
+        datasets: dataset ids; the workload only names them, a network says where they are.
+        data_gb: GB (10^9 bytes) of input data each task reads; 0 where none.
+        data_local: True where the input's residency is ``local`` (the data may not move, so
+            the task runs only where a copy is); False for ``residency: any``.
+
+    The columns filled with defaults by `from_columns` are empty arrays when a `Workload` is
+    built directly without them; every per-task column built by `from_columns` has one entry
+    per task.
     """
 
     name: str
@@ -55,6 +70,12 @@ class Workload:
     skipped: int = 0
     censored: int = 0
     header: dict[str, str] = field(default_factory=dict)
+    location: NDArray[np.int32] = field(default_factory=lambda: np.zeros(0, np.int32))
+    locations: tuple[str, ...] = ()
+    dataset: NDArray[np.int32] = field(default_factory=lambda: np.zeros(0, np.int32))
+    datasets: tuple[str, ...] = ()
+    data_gb: NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
+    data_local: NDArray[np.bool_] = field(default_factory=lambda: np.zeros(0, np.bool_))
 
     def __len__(self) -> int:
         return int(self.ids.shape[0])
@@ -84,6 +105,12 @@ class Workload:
         skipped: int = 0,
         censored: int = 0,
         header: dict[str, str] | None = None,
+        location: NDArray[np.int32] | list[int] | None = None,
+        locations: tuple[str, ...] = (),
+        dataset: NDArray[np.int32] | list[int] | None = None,
+        datasets: tuple[str, ...] = (),
+        data_gb: NDArray[np.float64] | list[float] | None = None,
+        data_local: NDArray[np.bool_] | list[bool] | None = None,
     ) -> Workload:
         """Build a workload from columns, filling defaults and sorting by (submit, id).
 
@@ -105,6 +132,12 @@ class Workload:
         ten_a = np.zeros(n, np.int32) if tenant is None else np.asarray(tenant, dtype=np.int32)
         dl_a = np.full(n, np.nan) if deadline is None else np.asarray(deadline, np.float64)
         ln_a = np.zeros(n, np.int64) if lines is None else np.asarray(lines, dtype=np.int64)
+        loc_a = (
+            np.full(n, NO_INDEX, np.int32) if location is None else np.asarray(location, np.int32)
+        )
+        ds_a = np.full(n, NO_INDEX, np.int32) if dataset is None else np.asarray(dataset, np.int32)
+        gb_a = np.zeros(n) if data_gb is None else np.asarray(data_gb, dtype=np.float64)
+        local_a = np.zeros(n, np.bool_) if data_local is None else np.asarray(data_local, np.bool_)
         order = np.lexsort((ids_a, submit_a))
         return cls(
             name=name,
@@ -123,4 +156,10 @@ class Workload:
             skipped=skipped,
             censored=censored,
             header=dict(header or {}),
+            location=loc_a[order],
+            locations=locations,
+            dataset=ds_a[order],
+            datasets=datasets,
+            data_gb=gb_a[order],
+            data_local=local_a[order],
         )

@@ -18,7 +18,8 @@ from computility.scheduler.queues import QUEUE_DISCIPLINES
 from computility.scheduler.site import PoolSlots
 from computility.sim.engine import ProgressFn, Schedule, replay
 from computility.sim.metrics import summarize
-from computility.sim.single import parse_gpu_args, single_site
+from computility.sim.single import parse_gpu_args, single_network, single_site
+from computility.sim.synthetic import synthetic_workload
 from computility.sim.traces import read_trace
 
 DEFAULT_START = "2024-01-01T00:00:00+08:00"
@@ -26,9 +27,14 @@ DEFAULT_START = "2024-01-01T00:00:00+08:00"
 
 @dataclass(frozen=True, slots=True)
 class SimRequest:
-    """Everything `computility sim` was asked, validated by `checked()`."""
+    """Everything `computility sim` was asked, validated by `checked()`.
 
-    trace: str
+    Exactly one of `trace` (a path or ``builtin:NAME``) and `synthetic` (a task count for
+    `computility.sim.synthetic.synthetic_workload`, drawn with `seed`) names the workload;
+    `fmt`, `limit` and `arrivals` apply to a trace only.
+    """
+
+    trace: str = ""
     fmt: str = "auto"
     limit: int | None = None
     network: str = "single"
@@ -39,9 +45,19 @@ class SimRequest:
     seed: int = 0
     start: str = DEFAULT_START
     arrivals: str | None = None
+    synthetic: int | None = None
+
+    @property
+    def label(self) -> str:
+        """What the report's ``trace`` field says: the trace as given, or ``synthetic:N``."""
+        return self.trace if self.synthetic is None else f"synthetic:{self.synthetic}"
 
     def checked(self) -> SimRequest:
         """Raise UsageError for any argument that is wrong on its face, before reading input."""
+        if (self.synthetic is None) == (not self.trace):
+            raise UsageError("sim: give exactly one of --trace PATH or --synthetic N")
+        if self.synthetic is not None and self.synthetic <= 0:
+            raise UsageError(f"--synthetic: expected a positive integer, got {self.synthetic}")
         for p in self.policies:
             if p not in PLACEMENT_POLICIES:
                 raise UsageError(
@@ -61,6 +77,10 @@ class SimRequest:
         if self.network != "single":
             raise UsageError(
                 f"--network {self.network}: only 'single' is available in this version"
+            )
+        if self.synthetic is not None and self.cpus is None:
+            raise UsageError(
+                "--synthetic with --network single needs the machine size: give --cpus N"
             )
         return self
 
@@ -152,10 +172,15 @@ def simulate(
     """Run every (policy, queue) pair of `req`, policies outer and queues inner."""
     req = req.checked()
     catalogue = catalogue or default_catalogue()
-    workload = load_workload(req, catalogue)
-    site = single_site(workload, catalogue, req.cpus, parse_gpu_args(req.gpus))
+    if req.synthetic is None:
+        workload = load_workload(req, catalogue)
+        site = single_site(workload, catalogue, req.cpus, parse_gpu_args(req.gpus))
+    else:
+        empty = Workload.from_columns(req.label, ids=[], submit=[], run=[])
+        site = single_site(empty, catalogue, req.cpus, parse_gpu_args(req.gpus))
+        workload = synthetic_workload(req.synthetic, single_network(site), req.seed).workload
     slots = pool_slots(site)
-    outcome = SimOutcome(workload=workload, site=site, network=req.network, trace=req.trace)
+    outcome = SimOutcome(workload=workload, site=site, network=req.network, trace=req.label)
     for policy in req.policies:
         for queue in req.queues:
             label = f"{policy}/{queue}"

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from computility.domain.devices import Catalogue
 from computility.domain.errors import UsageError
 from computility.domain.money import to_micro
+from computility.domain.network import Network, Region
 from computility.domain.site import Pool, Site
 from computility.domain.workload import Workload
 
@@ -94,3 +95,16 @@ def single_site(
         electricity_price_per_kwh=to_micro(SINGLE_ELECTRICITY_PER_KWH),
         carbon_kg_per_kwh=SINGLE_CARBON_KG_PER_KWH,
     )
+
+
+SINGLE_NETWORK_NAME = "single"
+
+
+def single_network(site: Site) -> Network:
+    """The one-site `Network` around `site`: one region of the same name, no links, no data.
+
+    The shape `computility network show --network single` shows and synthetic workloads for
+    ``--network single`` are drawn against.
+    """
+    region = Region(site.region, site.region, 0.0, 0.0)
+    return Network(name=SINGLE_NETWORK_NAME, regions=(region,), sites=(site,), links=())
