@@ -44,10 +44,26 @@ def test_json_report_has_the_contract_shape_one_result_per_pair_in_order() -> No
     assert pairs == [("cheapest", "fcfs"), ("cheapest", "easy"), ("balanced", "fcfs"),
                      ("balanced", "easy")]
     for r in report["results"]:
-        assert list(r) == RESULT_KEYS
+        # The contract's fields, in its order; additions (per-tenant figures) come after them.
+        assert list(r)[: len(RESULT_KEYS)] == RESULT_KEYS
+        assert list(r)[len(RESULT_KEYS) :] == ["tenants"]
         assert r["completed"] + r["rejected"] == report["jobs"]
         assert r["currency"] == "CNY"
     assert p.stderr == ""
+
+
+def test_each_result_has_per_tenant_waits_that_add_up() -> None:
+    p = sim("--trace", str(DATA / "philly_tiny.csv"), "--cpus", "4", "--gpus", "V100-32GB:8",
+            "--queue", "fcfs", "--json")
+    assert p.returncode == 0, p.stderr
+    report = json.loads(p.stdout)
+    result = report["results"][0]
+    tenants = result["tenants"]
+    assert len(tenants) > 1
+    assert sum(t["jobs"] for t in tenants.values()) == report["jobs"]
+    assert sum(t["completed"] for t in tenants.values()) == result["completed"]
+    total_wait = sum(t["mean_wait_s"] * t["completed"] for t in tenants.values())
+    assert total_wait / result["completed"] == pytest.approx(result["mean_wait_s"])
 
 
 def test_same_arguments_give_the_same_report_apart_from_timings() -> None:
