@@ -69,6 +69,21 @@ def csv_rows(path: str, lines: Iterable[str]) -> Iterator[tuple[int, list[str]]]
         yield start, row
 
 
+def csv_header(
+    path: str, rows: Iterator[tuple[int, list[str]]], columns: Sequence[str]
+) -> tuple[int, list[str], list[str]]:
+    """The header row of a CSV trace: its line, its raw cells and the stripped column names.
+
+    An empty file is reported at line 1, field 1, with the columns the format expects.
+    """
+    first = next(rows, None)
+    if first is None:
+        expected = "a header line naming the columns (" + ",".join(columns) + ")"
+        raise FieldError(path, 1, 1, columns[0], expected, "")
+    line, raw = first
+    return line, raw, [h.strip() for h in raw]
+
+
 def check_width(path: str, line: int, row: Sequence[str], header: Sequence[str]) -> None:
     """Refuse a row whose field count differs from the header's, naming the first field off."""
     if len(row) == len(header):

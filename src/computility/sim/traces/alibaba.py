@@ -49,6 +49,7 @@ from computility.sim.traces._common import (
     GpuTypeSets,
     TaskColumns,
     check_width,
+    csv_header,
     csv_rows,
     parse_count,
     parse_number,
@@ -81,18 +82,7 @@ def read_alibaba(
 ) -> Workload:
     """Read an openb pod list; `arrivals_per_hour` switches on seeded Poisson arrivals."""
     rows = csv_rows(path, lines)
-    first = next(rows, None)
-    if first is None:
-        raise FieldError(
-            path,
-            1,
-            1,
-            "name",
-            "a header line naming the columns (" + ",".join(ALIBABA_COLUMNS) + ")",
-            "",
-        )
-    header_line, raw_header = first
-    header = [h.strip() for h in raw_header]
+    header_line, raw_header, header = csv_header(path, rows, ALIBABA_COLUMNS)
     col: dict[str, int] = {}
     for i, name in enumerate(header):
         col.setdefault(name, i)

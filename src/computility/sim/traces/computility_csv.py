@@ -51,6 +51,7 @@ from computility.sim.traces._common import (
     TaskColumns,
     Tenants,
     check_width,
+    csv_header,
     csv_rows,
     parse_count,
     parse_number,
@@ -79,13 +80,7 @@ def read_computility_csv(
 ) -> Workload:
     """Read a Computility CSV task list."""
     rows = csv_rows(path, lines)
-    first = next(rows, None)
-    if first is None:
-        raise FieldError(
-            path, 1, 1, "id", "a header line naming the columns (" + ",".join(CSV_COLUMNS) + ")", ""
-        )
-    header_line, raw_header = first
-    header = [h.strip() for h in raw_header]
+    header_line, raw_header, header = csv_header(path, rows, CSV_COLUMNS)
     header_text = ",".join(raw_header)
     unknown = [h for h in header if h not in CSV_COLUMNS]
     if unknown:

@@ -30,6 +30,7 @@ from computility.sim.traces._common import (
     TaskColumns,
     Tenants,
     check_width,
+    csv_header,
     csv_rows,
     parse_count,
     parse_number,
@@ -54,13 +55,7 @@ def _seconds(path: str, line: int, field_no: int, text: str) -> float:
 def read_philly(path: str, lines: Iterable[str], *, limit: int | None = None) -> Workload:
     """Read a Philly job list; the earliest timestamp read becomes simulated time 0."""
     rows = csv_rows(path, lines)
-    first = next(rows, None)
-    if first is None:
-        raise FieldError(
-            path, 1, 1, "timestamp", "a header line (" + ",".join(PHILLY_COLUMNS) + ")", ""
-        )
-    header_line, raw_header = first
-    header = [h.strip() for h in raw_header]
+    header_line, raw_header, header = csv_header(path, rows, PHILLY_COLUMNS)
     col: dict[str, int] = {}
     for i, name in enumerate(header):
         col.setdefault(name, i)
