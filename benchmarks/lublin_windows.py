@@ -19,8 +19,8 @@ from computility.domain.devices import default_catalogue
 from computility.domain.workload import Workload
 from computility.sim.engine import replay
 from computility.sim.metrics import summarize
-from computility.sim.run import pool_slots
-from computility.sim.single import single_site
+from computility.sim.run import DEFAULT_START, parse_start, pool_slots
+from computility.sim.single import single_network, single_site
 from computility.sim.traces import read_trace
 
 WINDOW = 1024
@@ -41,12 +41,13 @@ def window(w: Workload, first: int, size: int) -> Workload:
 
 def measure(windows: tuple[int, ...] = STARTS) -> dict[str, object]:
     w = read_trace(str(lublin_path()))
-    site = single_site(w, default_catalogue(), cpus=256)
+    site = single_network(single_site(w, default_catalogue(), cpus=256))
     slots = pool_slots(site)
+    start = parse_start(DEFAULT_START)
     whole = {}
     for q in QUEUES:
         s = replay(w, slots, q)
-        summary = summarize(w, s, site, "balanced", q)
+        summary = summarize(w, s, site, "balanced", q, start)
         whole[q] = {k: summary[k] for k in ("mean_bounded_slowdown", "mean_wait_s",
                                             "utilization", "wall_s")}
     per_window: dict[str, list[float]] = {q: [] for q in QUEUES}
@@ -54,7 +55,7 @@ def measure(windows: tuple[int, ...] = STARTS) -> dict[str, object]:
         ww = window(w, first, WINDOW)
         for q in QUEUES:
             s = replay(ww, slots, q)
-            value = summarize(ww, s, site, "balanced", q)["mean_bounded_slowdown"]
+            value = summarize(ww, s, site, "balanced", q, start)["mean_bounded_slowdown"]
             assert isinstance(value, float)
             per_window[q].append(value)
     means = {q: float(np.mean(v)) for q, v in per_window.items()}

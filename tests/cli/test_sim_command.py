@@ -46,7 +46,7 @@ def test_json_report_has_the_contract_shape_one_result_per_pair_in_order() -> No
     for r in report["results"]:
         # The contract's fields, in its order; additions (per-tenant figures) come after them.
         assert list(r)[: len(RESULT_KEYS)] == RESULT_KEYS
-        assert list(r)[len(RESULT_KEYS) :] == ["tenants"]
+        assert list(r)[len(RESULT_KEYS) :] == ["tenants", "held"]
         assert r["completed"] + r["rejected"] == report["jobs"]
         assert r["currency"] == "CNY"
     assert p.stderr == ""

@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from computility.domain.workload import Workload
-from computility.scheduler.site import PoolSlots
+from computility.scheduler.core import PoolSlots
 from computility.sim.engine import replay
 
 CAPACITY = 8

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from computility.domain.workload import Workload
-from computility.scheduler.site import PoolSlots
+from computility.scheduler.core import PoolSlots
 from computility.sim.engine import replay
 
 Job = tuple[int, float, float, int] | tuple[int, float, float, int, float]

@@ -206,9 +206,9 @@ def test_the_sim_command_replays_a_synthetic_workload_on_a_single_site() -> None
     [
         ([], "give exactly one of --trace PATH or --synthetic N"),
         (["--synthetic", "5", "--trace", "x.swf", "--cpus", "4"], "give exactly one of"),
-        (["--synthetic", "5"], "give --cpus N"),
+        (["--synthetic", "5", "--network", "single"], "give --cpus N"),
         (["--synthetic", "0", "--cpus", "4"], "--synthetic: expected a positive integer"),
-        (["--synthetic", "5", "--network", "default"], "only 'single' is available"),
+        (["--synthetic", "5", "--cpus", "4"], "--cpus and --gpus size the single site"),
     ],
 )
 def test_synthetic_usage_errors_are_one_line_exit_2(args: list[str], fragment: str) -> None:

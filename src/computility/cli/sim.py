@@ -49,9 +49,13 @@ def sim_command(
         str, typer.Option("--format", help="auto|swf|alibaba|philly|csv")
     ] = "auto",
     limit: Annotated[int | None, typer.Option(help="Keep the first N simulated records.")] = None,
-    network: Annotated[str, typer.Option(help="single (more arrive with the network model)")] = (
-        "single"
-    ),
+    network: Annotated[
+        str | None,
+        typer.Option(
+            help="default|single|generated:N|PATH (default: single for a trace, default for "
+            "--synthetic)."
+        ),
+    ] = None,
     cpus: Annotated[int | None, typer.Option(help="Processors of the single site.")] = None,
     gpus: Annotated[
         list[str] | None, typer.Option(help="Accelerator pool TYPE:N (repeatable).")
@@ -82,7 +86,7 @@ def sim_command(
         synthetic=synthetic,
         fmt=fmt,
         limit=limit,
-        network=network,
+        network=network or "",
         cpus=cpus,
         gpus=tuple(gpus or ()),
         policies=_split(policy, ("balanced",)),

@@ -48,6 +48,12 @@ class Workload:
         data_gb: GB (10^9 bytes) of input data each task reads; 0 where none.
         data_local: True where the input's residency is ``local`` (the data may not move, so
             the task runs only where a copy is); False for ``residency: any``.
+        ref_device: index into `ref_devices` of the device `run` was measured on, or
+            `NO_INDEX` where the run time holds on any device (a trace of one machine).
+        ref_devices: catalogue ids.
+        profile: index into `profiles` of the task's job type in a measured throughput table
+            (``resources.profile``), or `NO_INDEX`.
+        profiles: job type names.
 
     The columns filled with defaults by `from_columns` are empty arrays when a `Workload` is
     built directly without them; every per-task column built by `from_columns` has one entry
@@ -76,6 +82,10 @@ class Workload:
     datasets: tuple[str, ...] = ()
     data_gb: NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
     data_local: NDArray[np.bool_] = field(default_factory=lambda: np.zeros(0, np.bool_))
+    ref_device: NDArray[np.int32] = field(default_factory=lambda: np.zeros(0, np.int32))
+    ref_devices: tuple[str, ...] = ()
+    profile: NDArray[np.int32] = field(default_factory=lambda: np.zeros(0, np.int32))
+    profiles: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return int(self.ids.shape[0])
@@ -111,6 +121,10 @@ class Workload:
         datasets: tuple[str, ...] = (),
         data_gb: NDArray[np.float64] | list[float] | None = None,
         data_local: NDArray[np.bool_] | list[bool] | None = None,
+        ref_device: NDArray[np.int32] | list[int] | None = None,
+        ref_devices: tuple[str, ...] = (),
+        profile: NDArray[np.int32] | list[int] | None = None,
+        profiles: tuple[str, ...] = (),
     ) -> Workload:
         """Build a workload from columns, filling defaults and sorting by (submit, id).
 
@@ -138,6 +152,9 @@ class Workload:
         ds_a = np.full(n, NO_INDEX, np.int32) if dataset is None else np.asarray(dataset, np.int32)
         gb_a = np.zeros(n) if data_gb is None else np.asarray(data_gb, dtype=np.float64)
         local_a = np.zeros(n, np.bool_) if data_local is None else np.asarray(data_local, np.bool_)
+        no_index = np.full(n, NO_INDEX, np.int32)
+        ref_a = no_index if ref_device is None else np.asarray(ref_device, np.int32)
+        prof_a = no_index if profile is None else np.asarray(profile, np.int32)
         order = np.lexsort((ids_a, submit_a))
         return cls(
             name=name,
@@ -162,4 +179,8 @@ class Workload:
             datasets=datasets,
             data_gb=gb_a[order],
             data_local=local_a[order],
+            ref_device=ref_a[order],
+            ref_devices=ref_devices,
+            profile=prof_a[order],
+            profiles=profiles,
         )

@@ -4,10 +4,10 @@ The simulator and the control plane both drive this package, so what an operator
 simulation is the code that places live tasks.
 """
 
-from computility.scheduler.decisions import Decision, RejectTasks, StartTasks
+from computility.scheduler.core import Scheduler
+from computility.scheduler.decisions import Decision, RejectTasks, StartTasks, WakeAt
 from computility.scheduler.events import Event, TasksArrived, TasksFinished
 from computility.scheduler.queues import QUEUE_DISCIPLINES, PoolQueue, make_queue
-from computility.scheduler.site import SiteScheduler
 
 __all__ = [
     "QUEUE_DISCIPLINES",
@@ -15,9 +15,10 @@ __all__ = [
     "Event",
     "PoolQueue",
     "RejectTasks",
-    "SiteScheduler",
+    "Scheduler",
     "StartTasks",
     "TasksArrived",
     "TasksFinished",
+    "WakeAt",
     "make_queue",
 ]

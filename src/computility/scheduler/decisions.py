@@ -27,4 +27,15 @@ class RejectTasks:
     reason: str
 
 
-Decision = StartTasks | RejectTasks
+@dataclass(frozen=True, slots=True)
+class WakeAt:
+    """Call the scheduler again at `time` even if nothing else happens by then.
+
+    Tasks held for cheaper or greener hours, or waiting for their data to arrive, join their
+    pool's queue at a time no other event marks.
+    """
+
+    time: float
+
+
+Decision = StartTasks | RejectTasks | WakeAt

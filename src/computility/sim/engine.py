@@ -18,12 +18,13 @@ from numpy.typing import NDArray
 from computility.domain.workload import Workload
 from computility.scheduler import (
     RejectTasks,
-    SiteScheduler,
+    Scheduler,
     StartTasks,
     TasksArrived,
     TasksFinished,
+    WakeAt,
 )
-from computility.scheduler.site import PoolSlots
+from computility.scheduler.core import PoolSlots
 
 ProgressFn = Callable[[int], None]
 
@@ -39,6 +40,9 @@ class Schedule:
         reasons: rejection reason per rejected task id index.
         events: arrivals + starts + completions processed.
         wall_s: seconds the replay took.
+        moved_gb: input data moved to each task's site (zeros when no data moved).
+        src_region: region each task's data came from (-1 where none moved).
+        held_s: time each task was held for cheaper or greener hours.
     """
 
     start: NDArray[np.float64]
@@ -47,6 +51,9 @@ class Schedule:
     reasons: dict[int, str]
     events: int
     wall_s: float
+    moved_gb: NDArray[np.float64] | None = None
+    src_region: NDArray[np.int64] | None = None
+    held_s: NDArray[np.float64] | None = None
 
     @property
     def rejected(self) -> NDArray[np.bool_]:
@@ -55,16 +62,21 @@ class Schedule:
 
 def replay(
     workload: Workload,
-    pools: Sequence[PoolSlots],
-    discipline: str,
+    pools: Sequence[PoolSlots] | Scheduler,
+    discipline: str = "easy",
     progress: ProgressFn | None = None,
 ) -> Schedule:
-    """Run `workload` on one site with `pools` under `discipline` and return the schedule."""
+    """Run `workload` through a scheduler and return the schedule.
+
+    `pools` is either a ready `Scheduler` (placement across a network) or the pools of one site,
+    in which case a scheduler without placement is built for them under `discipline`.
+    """
     t0 = time.perf_counter()
     n = len(workload)
-    site = SiteScheduler(pools, discipline, workload)
+    site = pools if isinstance(pools, Scheduler) else Scheduler(pools, discipline, workload)
     submit = workload.submit.tolist()  # Python floats: the loop compares them one at a time
-    run = workload.run.tolist()
+    run = site.run_s  # the scheduler sets each task's run time on the pool it places it on
+    timers: list[float] = []
     nan = float("nan")
     start = [nan] * n  # lists: one store per started task is far cheaper than into an array
     end = [nan] * n
@@ -76,9 +88,13 @@ def replay(
     next_report = 0
     inf = float("inf")
     heappush, heappop = heapq.heappush, heapq.heappop
-    while arrived < n or heap:
+    while arrived < n or heap or timers:
         t_arr = submit[arrived] if arrived < n else inf
         now = heap[0][0] if heap and heap[0][0] <= t_arr else t_arr
+        if timers and timers[0] < now:
+            now = timers[0]
+        while timers and timers[0] <= now:
+            heappop(timers)
         if heap and heap[0][0] == now:
             finished = [heappop(heap)[1]]
             while heap and heap[0][0] == now:
@@ -96,8 +112,10 @@ def replay(
                 decisions = site.handle(now, TasksFinished(finished), TasksArrived(batch))
             else:
                 decisions = site.handle(now, TasksArrived(batch))
-        else:
+        elif finished:
             decisions = site.handle(now, TasksFinished(finished))
+        else:
+            decisions = site.handle(now)
         for decision in decisions:
             if isinstance(decision, StartTasks):
                 ids = decision.tasks
@@ -111,6 +129,8 @@ def replay(
                 for task in decision.tasks.tolist():
                     reasons[task] = decision.reason
                 done += decision.tasks.shape[0]
+            elif isinstance(decision, WakeAt):
+                heappush(timers, decision.time)
         if progress is not None and done >= next_report:
             progress(done)
             next_report = done + max(1, n // 200)
@@ -123,4 +143,7 @@ def replay(
         reasons=reasons,
         events=n + 2 * starts,  # arrivals + starts + completions
         wall_s=time.perf_counter() - t0,
+        moved_gb=site.moved_gb.copy(),
+        src_region=site.src_region.copy(),
+        held_s=site.held_s.copy(),
     )

@@ -10,12 +10,14 @@ An undefined figure is None.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 import numpy as np
 from numpy.typing import NDArray
 
-from computility.domain.money import DEFAULT_CURRENCY, from_micro
-from computility.domain.site import Site
+from computility.domain.cost import CostModel
+from computility.domain.money import from_micro
+from computility.domain.network import Network
 from computility.domain.workload import Workload
 from computility.sim.engine import Schedule
 
@@ -30,32 +32,38 @@ class Usage:
     kwh: NDArray[np.float64]
     carbon_kg: NDArray[np.float64]
     cost_micro: NDArray[np.int64]
+    moved_gb: NDArray[np.float64]
 
 
-def meter(workload: Workload, schedule: Schedule, site: Site) -> Usage:
-    """CU-seconds, facility energy, carbon and money of every task.
+def meter(workload: Workload, schedule: Schedule, network: Network, start: datetime) -> Usage:
+    """CU-seconds, facility energy, carbon and money of every task, billed by the cost model.
 
-    Devices are assumed to draw their TDP while busy; facility energy is IT energy x PUE. Money
-    is compute (CU-hours x the pool's price) plus energy (kWh x the site's electricity price),
-    each rounded to the micro-unit per task so a bill's lines add up to its total.
+    The same `CostModel` that scored the candidates prices what actually happened: the pool the
+    task ran on, its actual start and run time, and the data it moved. Each part of the money
+    (compute, energy, egress) is rounded to the micro-unit per task, so a bill's lines add up
+    to its total.
     """
-    n = len(workload)
+    cost = CostModel(network, start)
     ran = ~schedule.rejected
-    pool = np.where(ran, schedule.pool, 0)
-    cu_per_unit = np.array([p.cu_per_unit for p in site.pools])
-    watts_per_unit = np.array([p.watts_per_unit for p in site.pools])
-    price = np.array([p.price_per_cu_hour for p in site.pools], np.float64)
-    is_cpu = np.array([p.is_cpu for p in site.pools])
-    units = np.where(is_cpu[pool], workload.cpus, workload.gpu_milli).astype(np.float64)
-    seconds = np.where(ran, workload.run, 0.0)
-    cu_s = units * cu_per_unit[pool] * seconds
-    kwh = units * watts_per_unit[pool] * seconds / 3.6e6 * site.pue
-    carbon = kwh * site.carbon_kg_per_kwh
-    compute = np.rint(cu_s / 3600.0 * price[pool]).astype(np.int64)
-    energy = np.rint(kwh * site.electricity_price_per_kwh).astype(np.int64)
-    cost = np.where(ran, compute + energy, 0).astype(np.int64)
-    assert cost.shape[0] == n
-    return Usage(cu_seconds=cu_s, kwh=kwh, carbon_kg=carbon, cost_micro=cost)
+    pool = np.where(ran, schedule.pool, 0).astype(np.int64)
+    is_cpu = network.arrays.pool_is_cpu[pool]
+    units = np.where(ran, np.where(is_cpu, workload.cpus, workload.gpu_milli), 0)
+    t0 = np.where(ran, schedule.start, 0.0)
+    seconds = np.where(ran, schedule.end - schedule.start, 0.0)
+    n = len(workload)
+    moved = schedule.moved_gb if schedule.moved_gb is not None else np.zeros(n)
+    src = schedule.src_region if schedule.src_region is not None else np.full(n, -1, np.int64)
+    moved = np.where(ran & (src >= 0), moved, 0.0)
+    egress_rate = network.arrays.egress_per_gb[np.maximum(src, 0), cost.pool_region[pool]]
+    price = cost.price(pool, units, seconds, t0, moved, egress_rate.astype(np.float64))
+    money = np.rint(price.compute) + np.rint(price.energy) + np.rint(price.egress)
+    return Usage(
+        cu_seconds=price.cu_hours * 3600.0,
+        kwh=price.kwh,
+        carbon_kg=price.carbon_kg,
+        cost_micro=np.where(ran, money, 0).astype(np.int64),
+        moved_gb=moved,
+    )
 
 
 def _num(x: float | np.floating | None) -> float | None:
@@ -74,22 +82,32 @@ def _pct(a: NDArray[np.float64], q: float) -> float | None:
 
 
 def summarize(
-    workload: Workload, schedule: Schedule, site: Site, policy: str, queue: str
+    workload: Workload,
+    schedule: Schedule,
+    network: Network,
+    policy: str,
+    queue: str,
+    epoch: datetime,
 ) -> dict[str, object]:
-    """One entry of the report's ``results``, keys in the contract's order."""
+    """One entry of the report's ``results``, keys in the contract's order.
+
+    `epoch` is the wall-clock time of simulated time 0 (``--start``), which places the runs on
+    the hourly price and carbon curves.
+    """
     done = ~schedule.rejected
     submit = workload.submit[done]
     start = schedule.start[done]
     end = schedule.end[done]
-    run = workload.run[done]
+    run = end - start  # on the device it ran on
     wait = start - submit
     jct = end - submit
     bsld = np.maximum(1.0, (wait + run) / np.maximum(run, BOUNDED_SLOWDOWN_FLOOR_S))
-    usage = meter(workload, schedule, site)
+    usage = meter(workload, schedule, network, epoch)
+    total_cu = sum(p.total_cu for _, p in network.pools)
     makespan = float(end.max() - workload.submit.min()) if end.shape[0] else None
     util = None
     if makespan is not None and makespan > 0:
-        util = float(usage.cu_seconds.sum()) / (site.total_cu * makespan)
+        util = float(usage.cu_seconds.sum()) / (total_cu * makespan)
     deadline = workload.deadline
     misses = int(np.count_nonzero(done & np.isfinite(deadline) & (schedule.end > deadline)))
     wall = schedule.wall_s
@@ -108,14 +126,15 @@ def summarize(
         "makespan_s": makespan,
         "utilization": util,
         "cost": from_micro(int(usage.cost_micro.sum())),
-        "currency": DEFAULT_CURRENCY,
+        "currency": network.currency,
         "energy_kwh": float(usage.kwh.sum()),
         "carbon_kg": float(usage.carbon_kg.sum()),
-        "data_moved_gb": 0.0,
+        "data_moved_gb": float(usage.moved_gb.sum()),
         "deadline_misses": misses,
         "wall_s": round(wall, 6),
         "events_per_s": _num(schedule.events / wall) if wall > 0 else None,
         "tenants": per_tenant(workload, schedule),
+        "held": int(np.count_nonzero(schedule.held_s)) if schedule.held_s is not None else 0,
     }
 
 

@@ -39,14 +39,15 @@ def write_plots(outcome: SimOutcome, folder: Path) -> list[Path]:
         label = f"{run.policy}/{run.queue}"
         done = ~run.schedule.rejected
         wait = (run.schedule.start - w.submit)[done]
-        runtime = w.run[done]
+        runtime = (run.schedule.end - run.schedule.start)[done]
         bsld = np.maximum(1.0, (wait + runtime) / np.maximum(runtime, BOUNDED_SLOWDOWN_FLOOR_S))
         x, y = _cdf(np.maximum(wait, 1.0))
         ax_w.step(x, y, where="post", label=label)
         x, y = _cdf(bsld)
         ax_s.step(x, y, where="post", label=label)
-        usage = meter(w, run.schedule, outcome.site)
-        t, u = utilization_series(run.schedule, usage, outcome.site.total_cu)
+        usage = meter(w, run.schedule, outcome.net, outcome.start)
+        total_cu = sum(p.total_cu for _, p in outcome.net.pools)
+        t, u = utilization_series(run.schedule, usage, total_cu)
         ax_u.plot(t / 3600.0, u, label=label, linewidth=1)
     ax_w.set(xscale="log", xlabel="wait (s, floored at 1 s)", ylabel="fraction of jobs",
              title=f"Wait time distribution — {name}")

@@ -9,13 +9,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from computility.domain.cost import CostModel
 from computility.domain.devices import Catalogue, default_catalogue
 from computility.domain.errors import UsageError
-from computility.domain.site import Site
+from computility.domain.network import Network
+from computility.domain.speed import SpeedModel
+from computility.domain.throughput import default_throughput_table
 from computility.domain.workload import Workload
+from computility.network import load_network
+from computility.scheduler.core import PoolSlots, Scheduler
+from computility.scheduler.placement import Placement
 from computility.scheduler.policies import DEFAULT_POLICY, PLACEMENT_POLICIES
 from computility.scheduler.queues import QUEUE_DISCIPLINES
-from computility.scheduler.site import PoolSlots
 from computility.sim.engine import ProgressFn, Schedule, replay
 from computility.sim.metrics import summarize
 from computility.sim.single import parse_gpu_args, single_network, single_site
@@ -31,13 +36,15 @@ class SimRequest:
 
     Exactly one of `trace` (a path or ``builtin:NAME``) and `synthetic` (a task count for
     `computility.sim.synthetic.synthetic_workload`, drawn with `seed`) names the workload;
-    `fmt`, `limit` and `arrivals` apply to a trace only.
+    `fmt`, `limit` and `arrivals` apply to a trace only. `network` empty means the usual one
+    for the workload: ``single`` (the machine it was recorded on) for a trace, ``default`` (the
+    embedded national network) for a synthetic workload.
     """
 
     trace: str = ""
     fmt: str = "auto"
     limit: int | None = None
-    network: str = "single"
+    network: str = ""
     cpus: int | None = None
     gpus: tuple[str, ...] = ()
     policies: tuple[str, ...] = (DEFAULT_POLICY,)
@@ -46,6 +53,13 @@ class SimRequest:
     start: str = DEFAULT_START
     arrivals: str | None = None
     synthetic: int | None = None
+
+    @property
+    def network_spec(self) -> str:
+        """The ``--network`` value in force (see the class docstring for the default)."""
+        if self.network:
+            return self.network
+        return "single" if self.synthetic is None else "default"
 
     @property
     def label(self) -> str:
@@ -74,11 +88,12 @@ class SimRequest:
             raise UsageError(f"--limit: expected a positive integer, got {self.limit}")
         parse_start(self.start)
         parse_gpu_args(self.gpus)
-        if self.network != "single":
+        if self.network_spec != "single" and (self.cpus is not None or self.gpus):
             raise UsageError(
-                f"--network {self.network}: only 'single' is available in this version"
+                f"--cpus and --gpus size the single site; --network {self.network_spec} "
+                "has its own pools"
             )
-        if self.synthetic is not None and self.cpus is None:
+        if self.network_spec == "single" and self.synthetic is not None and self.cpus is None:
             raise UsageError(
                 "--synthetic with --network single needs the machine size: give --cpus N"
             )
@@ -113,9 +128,10 @@ class SimOutcome:
     """A whole simulation: the workload, the network it ran on, and every pair's result."""
 
     workload: Workload
-    site: Site
+    net: Network
     network: str
     trace: str
+    start: datetime
     runs: list[RunResult] = field(default_factory=list)
 
     def report(self) -> dict[str, object]:
@@ -172,28 +188,63 @@ def simulate(
     """Run every (policy, queue) pair of `req`, policies outer and queues inner."""
     req = req.checked()
     catalogue = catalogue or default_catalogue()
-    if req.synthetic is None:
-        workload = load_workload(req, catalogue)
-        site = single_site(workload, catalogue, req.cpus, parse_gpu_args(req.gpus))
+    start = parse_start(req.start)
+    spec = req.network_spec
+    if spec == "single":
+        if req.synthetic is None:
+            workload = load_workload(req, catalogue)
+            site = single_site(workload, catalogue, req.cpus, parse_gpu_args(req.gpus))
+            network = single_network(site)
+        else:
+            empty = Workload.from_columns(req.label, ids=[], submit=[], run=[])
+            site = single_site(empty, catalogue, req.cpus, parse_gpu_args(req.gpus))
+            drawn = synthetic_workload(req.synthetic, single_network(site), req.seed)
+            workload, network = drawn.workload, drawn.network_with_datasets(single_network(site))
     else:
-        empty = Workload.from_columns(req.label, ids=[], submit=[], run=[])
-        site = single_site(empty, catalogue, req.cpus, parse_gpu_args(req.gpus))
-        workload = synthetic_workload(req.synthetic, single_network(site), req.seed).workload
-    slots = pool_slots(site)
-    outcome = SimOutcome(workload=workload, site=site, network=req.network, trace=req.label)
+        network = load_network(spec, req.seed, catalogue)
+        if req.synthetic is None:
+            workload = load_workload(req, catalogue)
+        else:
+            drawn = synthetic_workload(req.synthetic, network, req.seed)
+            workload, network = drawn.workload, drawn.network_with_datasets(network)
+    outcome = SimOutcome(
+        workload=workload, net=network, network=spec, trace=req.label, start=start
+    )
     for policy in req.policies:
         for queue in req.queues:
             label = f"{policy}/{queue}"
+            scheduler = network_scheduler(workload, network, policy, queue, start, req.seed)
             schedule = replay(
-                workload, slots, queue, progress(label, len(workload)) if progress else None
+                workload, scheduler, queue, progress(label, len(workload)) if progress else None
             )
-            summary = summarize(workload, schedule, site, policy, queue)
+            summary = summarize(workload, schedule, network, policy, queue, start)
             outcome.runs.append(RunResult(policy, queue, schedule, summary))
     return outcome
 
 
-def pool_slots(site: Site) -> Sequence[PoolSlots]:
-    """The scheduler's view of a site's pools."""
+def network_scheduler(
+    workload: Workload,
+    network: Network,
+    policy: str,
+    queue: str,
+    start: datetime,
+    seed: int = 0,
+) -> Scheduler:
+    """The live scheduler for `workload` on `network`: placement under `policy`, `queue` pools."""
+    devices = [p.device for _, p in network.pools]
+    catalogue = default_catalogue()
+    device_of = {d.id: d for d in catalogue}
+    device_of.update({d.id: d for d in devices})
+    speed = SpeedModel(workload, devices, device_of, default_throughput_table())
+    placement = Placement(
+        network, workload, policy, CostModel(network, start), speed, seed=seed
+    )
+    return Scheduler(pool_slots(network), queue, workload, placement)
+
+
+def pool_slots(network: Network) -> Sequence[PoolSlots]:
+    """The scheduler's view of every pool of a network, in pool order."""
     return [
-        PoolSlots(p.device.id, "cpu" if p.is_cpu else "gpu", p.units) for p in site.pools
+        PoolSlots(p.device.id, "cpu" if p.is_cpu else "gpu", p.units, p.cu_per_unit)
+        for _, p in network.pools
     ]

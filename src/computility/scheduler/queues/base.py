@@ -62,6 +62,10 @@ class PoolQueue(ABC):
         # which is the order every backfilling decision reads it in.
         self._running: dict[int, tuple[float, int]] = {}
         self._by_end: list[tuple[float, int, int]] = []
+        # Sums that let placement estimate a wait in O(1): unit-seconds asked for by the line,
+        # and sum of size x expected end over the running set.
+        self._q_work = 0.0
+        self._end_units = 0.0
 
     # -- the waiting line ------------------------------------------------------------------
 
@@ -119,6 +123,7 @@ class PoolQueue(ABC):
         self._lt[at:need] = tasks.tolist()
         self._ld[at:need] = sizes = demand.tolist()
         self._lr[at:need] = requested.tolist()
+        self._q_work += float(np.dot(demand, requested))
         self._q_total += sum(sizes)
         self._q_len += k
         for size in sizes:
@@ -133,6 +138,7 @@ class PoolQueue(ABC):
         self._q_task[at] = self._lt[at] = task
         self._q_demand[at] = self._ld[at] = demand
         self._q_req[at] = self._lr[at] = requested
+        self._q_work += demand * requested
         self._q_total += demand
         self._q_len += 1
         self._count_size(demand)
@@ -248,16 +254,23 @@ class PoolQueue(ABC):
         counts = self._size_count
         started = np.empty(k, np.int64)
         taken = 0
+        work = 0.0
+        end_units = 0.0
         for i, pos in enumerate(positions):
             at = h + int(pos)
             task = q_task[at]
             size = q_demand[at]
-            end = now + q_req[at]
+            req = q_req[at]
+            end = now + req
             running[task] = (end, size)
             insort(by_end, (end, task, size))
             counts[size] -= 1
             started[i] = task
             taken += size
+            work += size * req
+            end_units += size * end
+        self._q_work -= work
+        self._end_units += end_units
         self.free -= taken
         self._q_total -= taken
         self._drop_queued(positions)
@@ -269,10 +282,45 @@ class PoolQueue(ABC):
         for task in tasks.tolist() if isinstance(tasks, np.ndarray) else tasks:
             end, size = running.pop(task)
             del by_end[bisect_left(by_end, (end, task, size))]
+            self._end_units -= size * end
             self.free += size
             if end > now:
                 self._on_early_end()
         self._on_release()
+
+    def backlog(self, now: float) -> float:
+        """Unit-seconds of work ahead of a newcomer: the line's plus the running set's remainder.
+
+        Divided by capacity it is a fluid estimate of the wait, the cheap figure placement
+        compares pools by; `expected_releases` gives the exact profile when one is wanted.
+        """
+        if not self._running:
+            self._end_units = 0.0  # drop accumulated rounding once the set is empty
+        if not self._q_len - self._q_holes:
+            self._q_work = 0.0
+        held = self.capacity - self.free
+        return max(0.0, self._q_work) + max(0.0, self._end_units - now * held)
+
+    def reorder(self, key: NDArray[np.int64]) -> bool:
+        """Put the line in ascending ``key[task]`` order (stable); True if anything moved.
+
+        Fair share changes the order of waiting tasks as tenants' usage changes; disciplines
+        then see a line that was rebuilt, exactly as after holes are squeezed out.
+        """
+        if self._q_len - self._q_holes < 2:
+            return False
+        if self._q_holes or self._q_head:
+            self._compact_line()
+        n = self._q_len
+        keys = key[self._q_task[:n]]
+        if bool(np.all(keys[1:] >= keys[:-1])):
+            return False
+        order = np.argsort(keys, kind="stable")
+        for arr in (self._q_task, self._q_demand, self._q_req):
+            arr[:n] = arr[:n][order]
+        self._mirror(n)
+        self._on_reorder()
+        return True
 
     def expected_releases(self) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
         """Expected end (start + requested time) and size of each running task, by end time."""
@@ -292,6 +340,10 @@ class PoolQueue(ABC):
 
     def _on_compact(self) -> None:
         """Hook: holes were squeezed out, so remembered queue positions are void."""
+
+    def _on_reorder(self) -> None:
+        """Hook: the line was permuted, so remembered positions and plans are void."""
+        self._on_compact()
 
     def _on_release(self) -> None:
         """Hook: units came back, so conclusions drawn from the last pass may no longer hold."""

@@ -31,6 +31,9 @@ class ConservativeQueue(PoolQueue):
     def _on_early_end(self) -> None:
         self._dirty = True
 
+    def _on_reorder(self) -> None:
+        self._dirty = True
+
     def reservations(self) -> NDArray[np.float64]:
         """Reserved start of each waiting task in queue order (planned ones; NaN otherwise)."""
         out = np.full(self._q_len, np.nan)

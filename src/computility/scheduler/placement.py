@@ -1,0 +1,521 @@
+"""Placement: which site and pool a task runs on, and from when, weighing everything that matters.
+
+Two steps, both pure functions of the task and the state at decision time:
+
+1. **Feasibility.** A pool is a candidate when the task fits one of its nodes (cores or devices),
+   the device is one the task accepts, the task's data may be read there (``residency: local``
+   data runs only where a copy is), and the site is allowed (regions, sites, owners, latency bound
+   to the user; constraints a task spec may carry). Feasibility does not change with load, so it
+   is computed once per distinct kind of task, not per task.
+2. **Score.** Each candidate is priced by the one cost model (`computility.domain.cost`):
+   estimated finish = transfer + queue wait + run time on that device; money = compute + energy +
+   egress; carbon over the run's hours; latency to the user. The policy picks the best.
+
+Policies (`POLICIES`):
+
+- ``fastest``: earliest estimated finish.
+- ``cheapest`` / ``greenest``: least money / carbon; ties by finish.
+- ``balanced``: least weighted sum of finish time, money and carbon, each divided by the best
+  candidate's figure (so the weights compare like with like). Weights `BALANCED_WEIGHTS` are
+  fixed here, none above 0.6.
+- baselines: ``random`` (uniform over candidates, seeded), ``round_robin`` (the next candidate
+  pool after the last one chosen), ``least_loaded`` (largest share of units not spoken for, blind
+  to speed and price), ``nearest`` (least latency to the user; ties least loaded).
+
+The three that value money or carbon honour deadlines: a task with a deadline goes only to a
+candidate whose estimated finish meets it (if one does; else the fastest), and may be **held**
+for cheaper or greener hours when the estimate leaves room (`HOLD_MARGIN_*`); it is held at most
+once, at its first placement, so a task whose estimate proves wrong is not held again.
+
+Queue wait is estimated from each pool's backlog: zero if the units are free and nobody waits for
+them, else (work queued + work left on running tasks) / capacity, the fluid approximation.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+
+from computility.domain.cost import SECONDS_PER_HOUR, CostModel, Price
+from computility.domain.network import Network
+from computility.domain.site import MILLI
+from computility.domain.speed import SpeedModel
+from computility.domain.workload import ANY_GPU, NO_INDEX, Workload
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
+
+POLICIES: Final = (
+    "cheapest",
+    "fastest",
+    "greenest",
+    "balanced",
+    "random",
+    "round_robin",
+    "least_loaded",
+    "nearest",
+)
+SHIFTING_POLICIES: Final = frozenset({"cheapest", "greenest", "balanced"})
+"""Policies that value money or carbon, and so may hold a task for better hours."""
+
+BALANCED_WEIGHTS: Final = {"finish": 0.4, "money": 0.3, "carbon": 0.3}
+"""Weights of `balanced`, fixed before any policy was measured: time first, money and carbon
+equal. Each term is a candidate's figure over the best candidate's, so 1.0 is best."""
+
+HOLD_MARGIN_S: Final = 900.0
+HOLD_MARGIN_RUN_SHARE: Final = 0.5
+"""A task is held only while its estimated finish stays this far before its deadline: the larger
+of 15 minutes and half its run time, room for a queue that has grown in the meantime."""
+
+MAX_HOLD_HOURS: Final = 24
+"""Temporal shifting looks at most a day ahead: curves repeat daily in shape."""
+
+
+@dataclass(frozen=True, slots=True)
+class Candidates:
+    """Every candidate pool of one task with its estimates, in pool order.
+
+    Attributes:
+        pools: pool rows of the network.
+        wait_s: estimated queue wait once the task is ready.
+        transfer_s: time to bring its input data there.
+        run_s: run time on that pool's device.
+        hold_s: how long the task would be held for better hours (0: not held).
+        finish_s: estimated finish, seconds after now: max(hold, transfer) + wait + run.
+        price: money, energy and carbon of the run starting at the estimated start.
+        moved_gb: data moved to run there.
+        src_region: region the data comes from (`NO_INDEX` when nothing moves).
+        latency_ms: one-way latency from the task's user.
+        score: the policy's figure (lower is better); the chosen candidate has the least.
+    """
+
+    pools: IntArray
+    wait_s: FloatArray
+    transfer_s: FloatArray
+    run_s: FloatArray
+    hold_s: FloatArray
+    finish_s: FloatArray
+    price: Price
+    moved_gb: FloatArray
+    src_region: IntArray
+    latency_ms: FloatArray
+    score: FloatArray
+
+
+@dataclass(frozen=True, slots=True)
+class Choice:
+    """Where a task goes: its pool, when it may join the pool's queue, and what that took."""
+
+    pool: int
+    ready_s: float
+    run_s: float
+    moved_gb: float
+    src_region: int
+    held_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class LoadView:
+    """Per-pool load that waits are estimated from (arrays over every pool of the network)."""
+
+    capacity: IntArray
+    free: IntArray
+    queued: IntArray
+    backlog: FloatArray
+
+    def wait_s(self, pools: IntArray, demand: IntArray) -> FloatArray:
+        """Estimated wait of a newcomer needing `demand` units of each of `pools`."""
+        room = self.free[pools] - self.queued[pools] >= demand
+        fluid = self.backlog[pools] / self.capacity[pools]
+        wait: FloatArray = np.where(room, 0.0, fluid)
+        return wait
+
+    def spare_share(self, pools: IntArray) -> FloatArray:
+        share: FloatArray = (self.free[pools] - self.queued[pools]) / self.capacity[pools]
+        return share
+
+
+@dataclass(frozen=True, slots=True)
+class SiteRules:
+    """Constraints a task spec may put on where it runs (all optional)."""
+
+    regions: frozenset[str] | None = None
+    sites: frozenset[str] | None = None
+    owners: frozenset[str] | None = None
+    exclude_sites: frozenset[str] = frozenset()
+    max_latency_ms: float | None = None
+
+
+class Placement:
+    """Feasibility and scoring for one workload on one network under one policy."""
+
+    def __init__(
+        self,
+        network: Network,
+        workload: Workload,
+        policy: str,
+        cost: CostModel,
+        speed: SpeedModel,
+        seed: int = 0,
+        rules: dict[int, SiteRules] | None = None,
+    ) -> None:
+        if policy not in POLICIES:
+            raise ValueError(f"unknown placement policy '{policy}'")
+        self.network = network
+        self.tasks = workload
+        self.policy = policy
+        self.cost = cost
+        self.speed = speed
+        self.rules = rules or {}
+        self._rng = np.random.default_rng(seed)
+        self._last_rr = -1
+        a = network.arrays
+        self.pool_is_cpu: BoolArray = a.pool_is_cpu
+        self.pool_site = a.pool_site
+        self.pool_region = cost.pool_region
+        self.pool_units = np.array([p.units for _, p in network.pools], np.int64)
+        self.node_units = np.array(
+            [
+                (p.count if p.devices_per_node == 1 else p.devices_per_node)
+                * (1 if p.is_cpu else int(MILLI))
+                for _, p in network.pools
+            ],
+            np.int64,
+        )
+        self._device_ids = [p.device.id for _, p in network.pools]
+        self._dataset_regions = self._dataset_holders()
+        self._class_of, self._class_mask = self._feasibility_classes()
+        self.feasible_count: IntArray = self._class_mask.sum(axis=1)[self._class_of]
+
+    # ------------------------------------------------------------------ feasibility
+
+    def _dataset_holders(self) -> list[IntArray | None]:
+        """Per workload dataset: regions holding a copy; None if the network has no such data."""
+        out: list[IntArray | None] = []
+        known = {d.id for d in self.network.datasets}
+        for name in self.tasks.datasets:
+            if name not in known:
+                out.append(None)
+                continue
+            sites = self.network.dataset(name).sites
+            out.append(
+                np.array(
+                    sorted({self.network.region_index(self.network.site(s).region) for s in sites}),
+                    np.int64,
+                )
+            )
+        return out
+
+    def _feasibility_classes(self) -> tuple[IntArray, BoolArray]:
+        t = self.tasks
+        n = len(t)
+        any_ds = _index_col(t.dataset, n)
+        local_ds = np.where(_flag_col(t.data_local, n), any_ds, NO_INDEX)
+        keys = np.stack(
+            (
+                t.cpus,
+                t.gpu_milli,
+                t.gpu_types.astype(np.int64),
+                local_ds.astype(np.int64),
+                (any_ds >= 0).astype(np.int64) * (any_ds.astype(np.int64) + 1),
+                np.isin(np.arange(n), list(self.rules)).astype(np.int64) * (np.arange(n) + 1),
+            ),
+            axis=1,
+        )
+        if n == 0:
+            return np.zeros(0, np.int64), np.zeros((0, len(self._device_ids)), np.bool_)
+        uniq, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+        masks = np.stack([self.mask_of(int(first[k])) for k in range(uniq.shape[0])])
+        return inverse.reshape(-1).astype(np.int64), masks
+
+    def mask_of(self, task: int) -> BoolArray:
+        """Candidate pools of `task` (every rule of the module's step 1)."""
+        return self._reasons(task, explain=False)[0]
+
+    def rejections(self, task: int) -> dict[str, str]:
+        """For each site with no candidate pool for `task`, the reason in a user's words."""
+        return self._reasons(task, explain=True)[1]
+
+    def _reasons(self, task: int, explain: bool) -> tuple[BoolArray, dict[str, str]]:
+        t = self.tasks
+        gpu = int(t.gpu_milli[task])
+        cpus = int(t.cpus[task])
+        if gpu == 0:
+            kind_ok = self.pool_is_cpu.copy()
+            fits = kind_ok & (self.node_units >= cpus)
+        else:
+            kind_ok = ~self.pool_is_cpu
+            types = int(t.gpu_types[task])
+            if types != ANY_GPU:
+                allowed = set(t.gpu_type_sets[types])
+                kind_ok = kind_ok & np.array([d in allowed for d in self._device_ids], np.bool_)
+            fits = kind_ok & (self.node_units >= gpu)
+        ok = fits.copy()
+        data_ok = np.ones_like(ok)
+        ds = int(t.dataset[task]) if t.dataset.shape[0] else NO_INDEX
+        if ds != NO_INDEX:
+            holders = self._dataset_regions[ds]
+            if holders is None:
+                data_ok[:] = False
+            elif t.data_local.shape[0] and bool(t.data_local[task]):
+                sites = {
+                    self.network.site_index(s)
+                    for s in self.network.dataset(t.datasets[ds]).sites
+                }
+                data_ok = np.isin(self.pool_site, list(sites))
+        ok &= data_ok
+        rules = self.rules.get(task)
+        rule_ok = np.ones_like(ok)
+        rule_why: dict[int, str] = {}
+        if rules is not None:
+            rule_ok, rule_why = self._apply_rules(task, rules)
+        ok &= rule_ok
+        if not explain:
+            return ok, {}
+        why: dict[str, str] = {}
+        for s, site in enumerate(self.network.sites):
+            rows = np.flatnonzero(self.pool_site == s)
+            if ok[rows].any():
+                continue
+            if s in rule_why:
+                why[site.id] = rule_why[s]
+            elif not kind_ok[rows].any():
+                why[site.id] = (
+                    "has no CPU pool"
+                    if gpu == 0
+                    else f"has no accelerator of the allowed types ({self._allowed(task)})"
+                )
+            elif not fits[rows].any():
+                largest = int(self.node_units[rows][kind_ok[rows]].max())
+                if gpu == 0:
+                    why[site.id] = f"largest node holds {largest} cores; the task needs {cpus}"
+                else:
+                    why[site.id] = (
+                        f"largest node holds {largest / MILLI:g} of the allowed accelerators; "
+                        f"the task needs {gpu / MILLI:g}"
+                    )
+            else:
+                name = t.datasets[ds]
+                why[site.id] = (
+                    f"dataset '{name}' is not known to the network"
+                    if self._dataset_regions[ds] is None
+                    else f"does not hold dataset '{name}' (residency: local)"
+                )
+        return ok, why
+
+    def _allowed(self, task: int) -> str:
+        types = int(self.tasks.gpu_types[task])
+        return "any accelerator" if types == ANY_GPU else "|".join(self.tasks.gpu_type_sets[types])
+
+    def _apply_rules(self, task: int, rules: SiteRules) -> tuple[BoolArray, dict[int, str]]:
+        ok = np.ones(len(self._device_ids), np.bool_)
+        why: dict[int, str] = {}
+        for s, site in enumerate(self.network.sites):
+            reason = None
+            if rules.regions is not None and site.region not in rules.regions:
+                reason = f"region {site.region} is not among the allowed regions"
+            elif rules.sites is not None and site.id not in rules.sites:
+                reason = "not among the allowed sites"
+            elif site.id in rules.exclude_sites:
+                reason = "excluded by the task"
+            elif rules.owners is not None and site.owner not in rules.owners:
+                reason = f"owner {site.owner} is not among the allowed owners"
+            elif rules.max_latency_ms is not None:
+                loc = int(self.tasks.location[task]) if self.tasks.location.shape[0] else NO_INDEX
+                if loc != NO_INDEX:
+                    lat = float(self.network.arrays.demand_latency_ms[loc, self.pool_region[
+                        int(np.flatnonzero(self.pool_site == s)[0])]])
+                    if lat > rules.max_latency_ms:
+                        reason = (
+                            f"latency {lat:.1f} ms from the user exceeds max_latency_ms "
+                            f"{rules.max_latency_ms:g}"
+                        )
+            if reason is not None:
+                why[s] = reason
+                ok[self.pool_site == s] = False
+        return ok, why
+
+    def candidates_mask(self, task: int) -> BoolArray:
+        """Candidate pools of `task`, from the per-kind table."""
+        mask: BoolArray = self._class_mask[self._class_of[task]]
+        return mask
+
+    def first_candidate(self) -> IntArray:
+        """Per task: its first candidate pool (meaningful where it has any)."""
+        first: IntArray = np.argmax(self._class_mask, axis=1)[self._class_of]
+        return first
+
+    def needs_scoring(self) -> BoolArray:
+        """Tasks whose pool or start is a real choice: several candidates, data to move, or
+        a deadline a shifting policy may use. The others go straight to their one pool."""
+        t = self.tasks
+        n = len(t)
+        several = self.feasible_count > 1
+        moves = (_index_col(t.dataset, n) >= 0) & ~_flag_col(t.data_local, n)
+        shifts = np.isfinite(t.deadline) if self.policy in SHIFTING_POLICIES else np.zeros(n, bool)
+        out: BoolArray = several | moves | shifts
+        return out
+
+    # ------------------------------------------------------------------ scoring
+
+    def score(self, task: int, now: float, load: LoadView, allow_hold: bool = True) -> Candidates:
+        """Estimate every candidate of `task` at `now` and score it under the policy."""
+        t = self.tasks
+        pools = np.flatnonzero(self.candidates_mask(task)).astype(np.int64)
+        runnable = np.isfinite(self.speed.of(task)[pools])
+        if not runnable.all() and runnable.any():
+            pools = pools[runnable]  # measured as unable to run on some device types
+        demand = np.where(self.pool_is_cpu[pools], t.cpus[task], t.gpu_milli[task]).astype(
+            np.int64
+        )
+        run = float(t.run[task]) * self.speed.of(task)[pools]
+        wait = load.wait_s(pools, demand)
+        transfer_s = np.zeros(pools.shape[0])
+        moved = np.zeros(pools.shape[0])
+        egress = np.zeros(pools.shape[0])
+        src = np.full(pools.shape[0], NO_INDEX, np.int64)
+        ds = int(t.dataset[task]) if t.dataset.shape[0] else NO_INDEX
+        if ds != NO_INDEX and pools.shape[0]:
+            holders = self._dataset_regions[ds]
+            if holders is not None:
+                move = self.cost.transfer(holders, self.pool_region[pools], float(t.data_gb[task]))
+                transfer_s, moved, egress = move.seconds, move.moved_gb, move.egress_per_gb
+                src = np.where(moved > 0, move.src_region, NO_INDEX)
+        loc = int(t.location[task]) if t.location.shape[0] else NO_INDEX
+        latency = self.cost.latency_ms(loc, pools)
+        deadline = float(t.deadline[task]) if t.deadline.shape[0] else math.nan
+        shifting = self.policy in SHIFTING_POLICIES and math.isfinite(deadline)
+
+        holds = np.zeros(1)
+        if shifting and allow_hold:
+            holds = self._hold_options(now)
+        # Grid of (hold, candidate): row 0 is "no hold".
+        hold = holds[:, None] * np.ones((1, pools.shape[0]))
+        ready = np.maximum(hold, transfer_s[None, :])
+        start = ready + wait[None, :]
+        finish = start + run[None, :]
+        price = self.cost.price(
+            pools[None, :], demand[None, :], run[None, :], now + start, moved[None, :],
+            egress[None, :],
+        )
+        ok = np.ones(finish.shape, np.bool_)
+        if holds.shape[0] > 1:
+            margin = np.maximum(HOLD_MARGIN_S, HOLD_MARGIN_RUN_SHARE * run[None, :])
+            room = now + finish + margin <= deadline
+            ok[1:] = room[1:] & (wait[None, :] == 0.0)
+        score = self._policy_score(task, pools, finish, price, latency, load, deadline, now)
+        score = np.where(ok, score, np.inf)
+        # Keep, per candidate, its best hold option (the one the task would get there).
+        best_row = np.argmin(score, axis=0)
+        cols = np.arange(pools.shape[0])
+        pick = (best_row, cols)
+        return Candidates(
+            pools=pools,
+            wait_s=wait,
+            transfer_s=transfer_s,
+            run_s=run,
+            hold_s=hold[pick],
+            finish_s=finish[pick],
+            price=Price(
+                **{
+                    name: np.broadcast_to(getattr(price, name), finish.shape)[pick]
+                    for name in ("cu_hours", "kwh", "carbon_kg", "compute", "energy", "egress")
+                }
+            ),
+            moved_gb=moved,
+            src_region=src,
+            latency_ms=latency,
+            score=score[pick],
+        )
+
+    def _hold_options(self, now: float) -> FloatArray:
+        """0, then the next hour boundaries (wall clock) up to `MAX_HOLD_HOURS` ahead, in s."""
+        x = self.cost.base_hours + now / SECONDS_PER_HOUR
+        first = (math.floor(x) + 1 - x) * SECONDS_PER_HOUR
+        return np.concatenate(
+            ([0.0], first + SECONDS_PER_HOUR * np.arange(MAX_HOLD_HOURS, dtype=np.float64))
+        )
+
+    def _policy_score(
+        self,
+        task: int,
+        pools: IntArray,
+        finish: FloatArray,
+        price: Price,
+        latency: FloatArray,
+        load: LoadView,
+        deadline: float,
+        now: float,
+    ) -> FloatArray:
+        policy = self.policy
+        tiny = 1e-9
+        if policy == "fastest":
+            return finish
+        if policy in SHIFTING_POLICIES:
+            # A deadline the estimate would miss rules a candidate out while another meets it.
+            late = (now + finish > deadline) if math.isfinite(deadline) else np.zeros_like(finish)
+            if policy == "cheapest":
+                primary = price.money + finish * 1e-9
+            elif policy == "greenest":
+                primary = price.carbon_kg + finish * 1e-12
+            else:
+                w = BALANCED_WEIGHTS
+                primary = (
+                    w["finish"] * finish / max(float(finish.min()), tiny)
+                    + w["money"] * price.money / max(float(price.money.min()), tiny)
+                    + w["carbon"] * price.carbon_kg / max(float(price.carbon_kg.min()), tiny)
+                )
+            if late.all():
+                return finish  # nothing meets the deadline: finish as early as possible
+            out: FloatArray = np.where(late, np.inf, primary)
+            return out
+        k = pools.shape[0]
+        base = np.full(finish.shape, 1.0)
+        if policy == "random":
+            pick = int(self._rng.integers(k)) if k else 0
+            base[:, :] = np.inf
+            base[:, pick] = 0.0
+            return base
+        if policy == "round_robin":
+            after = pools > self._last_rr
+            pick = int(np.argmax(after)) if after.any() else 0
+            base[:, :] = np.inf
+            base[:, pick] = 0.0
+            return base
+        spare = load.spare_share(pools)
+        if policy == "least_loaded":
+            return base * (-spare)[None, :]
+        # nearest: least latency, ties least loaded
+        return base * (latency - spare * 1e-6)[None, :]
+
+    def choose(self, task: int, now: float, load: LoadView) -> Choice:
+        """The candidate the policy ranks first (see `score`)."""
+        c = self.score(task, now, load)
+        k = int(np.argmin(c.score))
+        pool = int(c.pools[k])
+        if self.policy == "round_robin":
+            self._last_rr = pool
+        ready = now + max(float(c.hold_s[k]), float(c.transfer_s[k]))
+        return Choice(
+            pool=pool,
+            ready_s=ready,
+            run_s=float(c.run_s[k]),
+            moved_gb=float(c.moved_gb[k]),
+            src_region=int(c.src_region[k]),
+            held_s=float(c.hold_s[k]),
+        )
+
+
+def _index_col(values: npt.NDArray[np.int32], n: int) -> npt.NDArray[np.int32]:
+    """A per-task index column, or `NO_INDEX` for every task where the workload lacks it."""
+    return values if values.shape[0] == n else np.full(n, NO_INDEX, np.int32)
+
+
+def _flag_col(values: BoolArray, n: int) -> BoolArray:
+    """A per-task flag column, or False for every task where the workload lacks it."""
+    return values if values.shape[0] == n else np.zeros(n, np.bool_)
