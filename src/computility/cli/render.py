@@ -20,6 +20,7 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("cost", "cost"),
     ("energy_kwh", "kWh"),
     ("carbon_kg", "kg CO2e"),
+    ("data_moved_gb", "GB moved"),
     ("deadline_misses", "missed"),
     ("wall_s", "wall s"),
 )
@@ -65,3 +66,61 @@ def results_table(report: Mapping[str, object], width: int = 200) -> Table:
 
 def print_report(report: Mapping[str, object], console: Console) -> None:
     console.print(results_table(report, console.width))
+    results = report["results"]
+    assert isinstance(results, Sequence)
+    for row in results:
+        assert isinstance(row, Mapping)
+        for explanation in row.get("explain") or ():
+            assert isinstance(explanation, Mapping)
+            for item in explanation_tables(explanation, f"{row['policy']}/{row['queue']}"):
+                console.print(item)
+
+
+EXPLAIN_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("site", "site"),
+    ("pool", "pool"),
+    ("device", "device"),
+    ("wait_s", "wait s"),
+    ("transfer_s", "transfer s"),
+    ("hold_s", "hold s"),
+    ("run_s", "run s"),
+    ("finish_s", "finish at s"),
+    ("money", "money"),
+    ("carbon_kg", "kg CO2e"),
+    ("latency_ms", "latency ms"),
+    ("score", "score"),
+)
+
+
+def explanation_tables(explanation: Mapping[str, object], label: str) -> list[object]:
+    """What ``--explain`` prints for one explanation: a candidates table, rejections, blocker."""
+    out: list[object] = []
+    task = explanation["task"]
+    at = _fmt(explanation["at_s"])
+    if explanation["state"] == "placing":
+        table = Table(
+            title=f"{label}: task {task} placed at {at} s — candidates, best first",
+            title_justify="left",
+        )
+        for _, header in EXPLAIN_COLUMNS:
+            table.add_column(header, justify="left" if header in ("site", "pool", "device")
+                             else "right", overflow="fold")
+        table.add_column("")
+        candidates = explanation["candidates"]
+        assert isinstance(candidates, Sequence)
+        for c in candidates:
+            assert isinstance(c, Mapping)
+            table.add_row(*(_fmt(c.get(k)) for k, _ in EXPLAIN_COLUMNS),
+                          "chosen" if c.get("chosen") else "")
+        out.append(table)
+        rejected = explanation["rejected"]
+        assert isinstance(rejected, Mapping)
+        for site, reason in rejected.items():
+            out.append(f"  {site}: ruled out: {reason}")
+    else:
+        start = _fmt(explanation.get("estimated_start_s"))
+        out.append(
+            f"{label}: task {task} {explanation['state']} at {at} s: {explanation['blocker']}; "
+            f"estimated start {start} s"
+        )
+    return out

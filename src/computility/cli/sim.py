@@ -73,6 +73,13 @@ def sim_command(
     arrivals: Annotated[
         str | None, typer.Option(help="poisson:RATE_PER_HOUR for traces without times.")
     ] = None,
+    explain: Annotated[
+        int | None,
+        typer.Option(
+            help="Task id: show every site's score at its placement, why others were ruled "
+            "out, and why it waited."
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON report on stdout.")] = False,
     out: Annotated[Path | None, typer.Option(help="Folder for report.json, table and plots.")] = (
         None
@@ -94,6 +101,7 @@ def sim_command(
         seed=seed,
         start=start,
         arrivals=arrivals,
+        explain=explain,
     )
     if out is not None:
         check_out(out)

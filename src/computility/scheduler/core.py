@@ -23,6 +23,7 @@ from numpy.typing import NDArray
 from computility.domain.workload import ANY_GPU, NO_INDEX, Workload
 from computility.scheduler.decisions import Decision, RejectTasks, StartTasks, WakeAt
 from computility.scheduler.events import Event, TaskIds, TasksArrived, TasksFinished
+from computility.scheduler.explain import Explanation, explain_pending, explain_placement
 from computility.scheduler.fairshare import FairShare
 from computility.scheduler.placement import LoadView, Placement
 from computility.scheduler.queues import PoolQueue, make_queue
@@ -99,6 +100,12 @@ class Scheduler:
             self._rank = self._fair.ranks()
             self._key = self._rank[self._tenant] * max(n, 1) + np.arange(n, dtype=np.int64)
             self._holding: dict[int, float] = {}
+        self._now = 0.0
+        self.watch: int | None = None
+        """A task to explain: its placement at decision time, and, if it then has to wait,
+        why and until when (`explanations`)."""
+        self.explanations: list[Explanation] = []
+        self._watch_pending = True
 
     def _placed_routes(self, placement: Placement) -> NDArray[np.int32]:
         """Per task: its one candidate when there is nothing to choose, else -2 (score it)."""
@@ -183,7 +190,16 @@ class Scheduler:
                 decisions.append(StartTasks(p, started))
                 if self._fair is not None:
                     self._charge(p, started, now)
+        if self.watch is not None and self._watch_pending and self.explanations:
+            self._explain_wait(now)
         return decisions
+
+    def _explain_wait(self, now: float) -> None:
+        """Record once why the watched task, placed but not started, waits."""
+        why = explain_pending(self, self.watch if self.watch is not None else -1, now)
+        if why.state in ("held", "queued"):
+            self.explanations.append(why)
+        self._watch_pending = False
 
     # ------------------------------------------------------------------ fair share
 
@@ -236,6 +252,8 @@ class Scheduler:
         """Score `task` and send it to its pool now, or hold it until its time comes."""
         assert self.placement is not None
         now = self._now
+        if task == self.watch:
+            self.explanations.append(explain_placement(self, task, now))
         choice = self.placement.choose(task, now, self.load_view(now))
         pool = choice.pool
         self.pool_of[task] = pool
@@ -282,6 +300,8 @@ class Scheduler:
                 if self.placement is not None:
                     return self._place(task, touched)
                 pool = self._least_loaded(task)
+            if task == self.watch and self.placement is not None:
+                self.explanations.append(explain_placement(self, task, self._now))
             self.pool_of[task] = pool
             if pool < 0:
                 return [RejectTasks(np.array([task], np.int64), self._why_not(task))]
@@ -292,6 +312,14 @@ class Scheduler:
         return self._admit_many(np.asarray(tasks, np.int64), touched)
 
     def _admit_many(self, tasks: NDArray[np.int64], touched: set[int]) -> list[Decision]:
+        watch = self.watch
+        if (
+            watch is not None
+            and self.placement is not None
+            and self._fixed_l[watch] != -2
+            and watch in set(tasks.tolist())
+        ):
+            self.explanations.append(explain_placement(self, watch, self._now))
         chosen = self._fixed[tasks]
         if (chosen == -2).any():
             # Tasks with a choice of pools must see the load left by the ones before them in

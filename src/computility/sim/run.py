@@ -9,6 +9,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
+import numpy as np
+
 from computility.domain.cost import CostModel
 from computility.domain.devices import Catalogue, default_catalogue
 from computility.domain.errors import UsageError
@@ -53,6 +55,7 @@ class SimRequest:
     start: str = DEFAULT_START
     arrivals: str | None = None
     synthetic: int | None = None
+    explain: int | None = None
 
     @property
     def network_spec(self) -> str:
@@ -214,12 +217,24 @@ def simulate(
         for queue in req.queues:
             label = f"{policy}/{queue}"
             scheduler = network_scheduler(workload, network, policy, queue, start, req.seed)
+            if req.explain is not None:
+                scheduler.watch = task_index(workload, req.explain)
             schedule = replay(
                 workload, scheduler, queue, progress(label, len(workload)) if progress else None
             )
             summary = summarize(workload, schedule, network, policy, queue, start)
+            if req.explain is not None:
+                summary["explain"] = [e.as_dict() for e in scheduler.explanations]
             outcome.runs.append(RunResult(policy, queue, schedule, summary))
     return outcome
+
+
+def task_index(workload: Workload, task_id: int) -> int:
+    """Row of the task whose trace id is `task_id` (UsageError if there is none)."""
+    rows = np.flatnonzero(workload.ids == task_id)
+    if rows.shape[0] == 0:
+        raise UsageError(f"--explain: no task with id {task_id} in {workload.name}")
+    return int(rows[0])
 
 
 def network_scheduler(

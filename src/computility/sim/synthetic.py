@@ -11,7 +11,8 @@ the same tasks. The choices the contract leaves open, and how they are made here
   (users' estimates are exact). It is defined on a *reference device*: for a GPU task its own
   device type (the only one it may use); for a CPU or data-heavy task the fastest CPU core type
   (highest CU per core) among the CPU pools whose node holds its cores, i.e. its fastest
-  feasible device. The simulator replays ``run`` as given on whatever pool it lands on.
+  feasible device. ``ref_device`` names that device, so a task placed on a slower CPU type
+  runs longer there, by the ratio of CU per core (`computility.domain.speed`).
 - **CPU tasks**: cores log-uniform on the integers 1..64 (``floor(exp(U(0, ln(cap + 1))))``),
   with ``cap`` = min(64, the largest node of any CPU pool), so every CPU task fits one node.
 - **Nodes.** One node of a pool holds ``devices_per_node`` devices (cores for a CPU pool). A pool
@@ -121,11 +122,20 @@ def synthetic_workload(n: int, network: Network, seed: int) -> SyntheticWorkload
     if not cpu_pools:
         raise ValueError(f"network '{network.name}' has no CPU pool for synthetic CPU tasks")
     cap = min(MAX_CORES, max(node_capacity(p) for p in cpu_pools))
-    # ref_cu[c]: CU per core of the fastest CPU type whose node holds c cores (c = 1..cap).
+    # ref_cu[c]: CU per core of the fastest CPU type whose node holds c cores (c = 1..cap), and
+    # ref_cpu[c] that type's row in `ref_devices` (the first such pool's type at equal speed).
     ref_cu = np.zeros(cap + 1)
+    ref_cpu = np.zeros(cap + 1, np.int32)
+    cpu_ids: list[str] = []
     for pool in cpu_pools:
+        if pool.device.id not in cpu_ids:
+            cpu_ids.append(pool.device.id)
         fits = min(cap, node_capacity(pool))
-        ref_cu[1 : fits + 1] = np.maximum(ref_cu[1 : fits + 1], pool.device.cu)
+        faster = ref_cu[1 : fits + 1] < pool.device.cu
+        ref_cu[1 : fits + 1] = np.where(faster, pool.device.cu, ref_cu[1 : fits + 1])
+        ref_cpu[1 : fits + 1] = np.where(
+            faster, cpu_ids.index(pool.device.id), ref_cpu[1 : fits + 1]
+        )
 
     type_ids, type_cu, type_total, type_cap = _gpu_types(network)
     rng = np.random.default_rng(seed)
@@ -211,6 +221,8 @@ def synthetic_workload(n: int, network: Network, seed: int) -> SyntheticWorkload
         datasets=tuple(d.id for d in datasets),
         data_gb=data_gb,
         data_local=np.zeros(n, np.bool_),
+        ref_device=np.where(is_gpu, len(cpu_ids) + gpu_types, ref_cpu[cores]).astype(np.int32),
+        ref_devices=(*cpu_ids, *type_ids),
     )
     return SyntheticWorkload(workload, datasets)
 
