@@ -181,7 +181,12 @@ class Scheduler:
         held = self._held
         while held and held[0][0] <= now:
             _, task, pool = heapq.heappop(held)
-            self._enqueue(task, pool, touched)
+            if self.held_s[task] > 0 and self.moved_gb[task] == 0:
+                # Its hold is over: place it again on the state now, without another hold,
+                # so a queue that grew meanwhile cannot make it miss its deadline.
+                self._place(task, touched, allow_hold=False)
+            else:
+                self._enqueue(task, pool, touched)
         if self._fair is not None:
             self._refair(now, touched)
         for p in sorted(touched) if len(touched) > 1 else touched:
@@ -248,21 +253,23 @@ class Scheduler:
         self.queues[pool].enqueue_one(task, demand, self._req_l[task])
         touched.add(pool)
 
-    def _place(self, task: int, touched: set[int]) -> list[Decision]:
+    def _place(self, task: int, touched: set[int], allow_hold: bool = True) -> list[Decision]:
         """Score `task` and send it to its pool now, or hold it until its time comes."""
         assert self.placement is not None
         now = self._now
-        if task == self.watch:
+        if task == self.watch and allow_hold:
             self.explanations.append(explain_placement(self, task, now))
-        choice = self.placement.choose(task, now, self.load_view(now))
+        choice = self.placement.choose(task, now, self.load_view(now), allow_hold=allow_hold)
         pool = choice.pool
         self.pool_of[task] = pool
-        factor = choice.run_s / self.run_s[task] if self.run_s[task] > 0 else 1.0
+        stated = float(self.tasks.run[task])
+        factor = choice.run_s / stated if stated > 0 else 1.0
         self.run_s[task] = choice.run_s
-        self._req_l[task] *= factor
+        self._req_l[task] = float(self.tasks.requested[task]) * factor
         self.moved_gb[task] = choice.moved_gb
         self.src_region[task] = choice.src_region
-        self.held_s[task] = choice.held_s
+        if allow_hold:
+            self.held_s[task] = choice.held_s
         if choice.ready_s > now:
             heapq.heappush(self._held, (choice.ready_s, task, pool))
             return [WakeAt(choice.ready_s)]

@@ -493,9 +493,15 @@ class Placement:
         # nearest: least latency, ties least loaded
         return base * (latency - spare * 1e-6)[None, :]
 
-    def choose(self, task: int, now: float, load: LoadView) -> Choice:
-        """The candidate the policy ranks first (see `score`)."""
-        c = self.score(task, now, load)
+    def choose(
+        self, task: int, now: float, load: LoadView, allow_hold: bool = True
+    ) -> Choice:
+        """The candidate the policy ranks first (see `score`).
+
+        With `allow_hold` False the task is placed to join a queue now: what happens when a hold
+        ends, so a task is held at most once.
+        """
+        c = self.score(task, now, load, allow_hold=allow_hold)
         k = int(np.argmin(c.score))
         pool = int(c.pools[k])
         if self.policy == "round_robin":
