@@ -41,8 +41,8 @@ class FairShare:
         if dt <= 0:
             return
         h = self.half_life_s
-        keep = 2.0 ** (-dt / h)
-        self.usage = self.usage * keep + self.rate * (h / math.log(2.0)) * (1.0 - keep)
+        lost = -math.expm1(-dt / h * math.log(2.0))  # 1 - 2^(-dt/h), exact for small dt
+        self.usage = self.usage * (1.0 - lost) + self.rate * (h / math.log(2.0)) * lost
         self._at = now
 
     def started(self, tenant: int, cu: float, now: float) -> None:
