@@ -13,7 +13,13 @@ import sys
 import time
 from collections.abc import Callable
 
-from benchmarks import accasim_compare, lublin_windows, swf_replay
+from benchmarks import (
+    accasim_compare,
+    gavel_heterogeneity,
+    lublin_windows,
+    policy_table,
+    swf_replay,
+)
 
 
 def _lublin_windows(ci: bool) -> str:
@@ -45,10 +51,44 @@ def _swf_replay(ci: bool) -> str:
     return f"{jobs} SWF jobs under EASY in {wall:.2f} s (limit {limit:.2f} s), {peak:.0f} MiB"
 
 
+def _gavel_heterogeneity(ci: bool) -> str:
+    g = gavel_heterogeneity
+    # A tenth of the work: one seed of three, and 1,800 jobs of 6,000 (window 1200..1499).
+    jobs, seeds = (g.JOBS * 3 // 10, g.SEEDS[:1]) if ci else (g.JOBS, g.SEEDS)
+    ceiling = g.CI_RATIO if ci else g.TARGET_RATIO
+    result = g.measure(jobs, seeds)
+    ratios = {rate: v["mean_ratio"] for rate, v in result["per_rate"].items()}
+    shown = ", ".join(f"{rate}/h {ratio:.3f}" for rate, ratio in ratios.items())
+    if max(ratios.values()) > ceiling:
+        raise AssertionError(f"throughput-aware/agnostic mean JCT above {ceiling}: {shown}")
+    return (
+        f"throughput-aware/agnostic FIFO mean JCT, {jobs} jobs x {len(seeds)} seed(s): "
+        f"{shown} (ceiling {ceiling} at every rate)"
+    )
+
+
+def _policy_table(ci: bool) -> str:
+    # A tenth of the tasks; balanced may then be up to twice as far (40 %) from the best policy,
+    # while "every task completes" and "greenest: least carbon, no missed deadline" stay whole.
+    tasks = policy_table.TASKS // 10 if ci else policy_table.TASKS
+    tolerance = policy_table.BALANCED_TOLERANCE * (2 if ci else 1)
+    result = policy_table.measure(tasks)
+    failed = policy_table.verdict(result, tolerance)
+    if failed:
+        raise AssertionError("; ".join(failed))
+    gaps = result["balanced_gap"]
+    assert isinstance(gaps, dict)
+    shown = ", ".join(f"{k} {v:+.1%}" for k, v in gaps.items())
+    return (f"{tasks} synthetic tasks, 8 policies: all complete, greenest least carbon with no "
+            f"missed deadline; balanced vs best: {shown} (limit {tolerance:.0%})")
+
+
 BENCHMARKS: dict[str, Callable[[bool], str]] = {
     "lublin_windows": _lublin_windows,
     "accasim_compare": _accasim,
     "swf_replay": _swf_replay,
+    "policy_table": _policy_table,
+    "gavel_heterogeneity": _gavel_heterogeneity,
 }
 
 
