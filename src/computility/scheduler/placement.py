@@ -189,10 +189,21 @@ class Placement:
         )
         self._device_ids = [p.device.id for _, p in network.pools]
         self._dataset_regions = self._dataset_holders()
+        # Workload location index -> the network's demand row, matched by id (not position).
+        demand_ids = {d.id: row for row, d in enumerate(network.demand)}
+        self._location_row = [demand_ids.get(name, NO_INDEX) for name in workload.locations]
         self._class_of, self._class_mask = self._feasibility_classes()
         self.feasible_count: IntArray = self._class_mask.sum(axis=1)[self._class_of]
 
     # ------------------------------------------------------------------ feasibility
+
+    def user_location(self, task: int) -> int:
+        """The network's demand row for the task's user (`NO_INDEX` when unknown or none)."""
+        t = self.tasks
+        if not t.location.shape[0]:
+            return NO_INDEX
+        k = int(t.location[task])
+        return self._location_row[k] if 0 <= k < len(self._location_row) else NO_INDEX
 
     def _dataset_holders(self) -> list[IntArray | None]:
         """Per workload dataset: regions holding a copy; None if the network has no such data."""
@@ -326,7 +337,7 @@ class Placement:
             elif rules.owners is not None and site.owner not in rules.owners:
                 reason = f"owner {site.owner} is not among the allowed owners"
             elif rules.max_latency_ms is not None:
-                loc = int(self.tasks.location[task]) if self.tasks.location.shape[0] else NO_INDEX
+                loc = self.user_location(task)
                 if loc != NO_INDEX:
                     lat = float(self.network.arrays.demand_latency_ms[loc, self.pool_region[
                         int(np.flatnonzero(self.pool_site == s)[0])]])
@@ -386,7 +397,7 @@ class Placement:
                 move = self.cost.transfer(holders, self.pool_region[pools], float(t.data_gb[task]))
                 transfer_s, moved, egress = move.seconds, move.moved_gb, move.egress_per_gb
                 src = np.where(moved > 0, move.src_region, NO_INDEX)
-        loc = int(t.location[task]) if t.location.shape[0] else NO_INDEX
+        loc = self.user_location(task)
         latency = self.cost.latency_ms(loc, pools)
         deadline = float(t.deadline[task]) if t.deadline.shape[0] else math.nan
         shifting = self.policy in SHIFTING_POLICIES and math.isfinite(deadline)
