@@ -22,6 +22,7 @@ from pathlib import Path
 
 from benchmarks._common import record
 from computility.scheduler.policies import PLACEMENT_POLICIES
+from computility.sim.plots import compare_results
 from computility.sim.run import SimRequest, simulate
 
 TASKS = 5000
@@ -95,34 +96,14 @@ def markdown(result: dict[str, object]) -> str:
 
 
 def plot(result: dict[str, object], path: Path = PLOT) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
     rows = result["rows"]
     assert isinstance(rows, dict)
-    policies = list(rows)
-    fig, ax = plt.subplots(figsize=(9, 4.5))
-    width = 0.8 / len(FIGURES)
-    x = np.arange(len(policies))
-    for k, (key, label) in enumerate(FIGURES):
-        values = np.array([float(rows[p][key]) for p in policies])
-        ax.bar(x + (k - 1) * width, values / values.min(), width, label=label)
-    ax.axhline(1.0 + BALANCED_TOLERANCE, color="grey", linestyle=":", linewidth=1)
-    ax.set_xticks(x, policies, rotation=20)
-    ax.set_ylabel("relative to the best policy (1 = best)")
-    ax.set_title(
+    results = [{"policy": p, "queue": "easy", **r} for p, r in rows.items()]
+    title = (
         f"Placement policies, default network, --synthetic {result['tasks']} "
         f"--seed {result['seed']} (EASY)"
     )
-    ax.legend()
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return compare_results(results, path, title, guide=1.0 + BALANCED_TOLERANCE)
 
 
 def main(argv: list[str] | None = None) -> dict[str, object]:

@@ -1,4 +1,5 @@
-"""PNG plots of a simulation: wait and slowdown distributions, utilisation over time.
+"""PNG plots of a simulation: wait and slowdown distributions, utilisation over time, and (with
+several results) cost, JCT and carbon of each relative to the best.
 
 Matplotlib is imported only here and only when plots are asked for, so a plain run starts fast.
 """
@@ -67,4 +68,46 @@ def write_plots(outcome: SimOutcome, folder: Path) -> list[Path]:
         fig.savefig(path, dpi=110)
         plt.close(fig)
         paths.append(path)
+    if len(outcome.runs) > 1:
+        paths.append(
+            compare_results([r.summary for r in outcome.runs], folder / "policies.png",
+                            f"{Path(w.name).name} on {outcome.network}")
+        )
     return paths
+
+
+COMPARED = (("cost", "cost"), ("mean_jct_s", "mean JCT"), ("carbon_kg", "carbon"))
+
+
+def compare_results(
+    results: list[dict[str, object]], path: Path, title: str, guide: float | None = None
+) -> Path:
+    """Bars of each result's cost, mean JCT and carbon divided by the best result's.
+
+    Dividing by the best puts unlike units on one axis: 1 is the best figure, 1.2 is 20 % worse.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [f"{r['policy']}/{r['queue']}" for r in results]
+    fig, ax = plt.subplots(figsize=(max(7.0, 1.1 * len(labels) + 2), 4.5))
+    width = 0.8 / len(COMPARED)
+    x = np.arange(len(labels))
+    for k, (key, label) in enumerate(COMPARED):
+        values = np.array([float(r[key]) if r[key] is not None else np.nan for r in results])  # type: ignore[arg-type]
+        best = np.nanmin(values) if np.isfinite(values).any() else np.nan
+        ax.bar(x + (k - 1) * width, values / best if best > 0 else values, width, label=label)
+    if guide is not None:
+        ax.axhline(guide, color="grey", linestyle=":", linewidth=1)
+    ax.set_xticks(x, labels, rotation=20)
+    ax.set_ylabel("relative to the best (1 = best)")
+    ax.set_title(title)
+    ax.legend()
+    ax.grid(True, axis="y", alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
