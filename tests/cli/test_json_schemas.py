@@ -34,6 +34,12 @@ def test_sim_report_matches_its_schema() -> None:
     validate(report, "sim-report.schema.json")
 
 
+def test_sim_report_on_the_default_network_with_explain_matches_its_schema() -> None:
+    report = run_json("sim", "--synthetic", "200", "--seed", "3", "--policy",
+                      "greenest,balanced", "--explain", "7", "--json")
+    validate(report, "sim-report.schema.json")
+
+
 def test_sim_report_with_rejections_and_nulls_matches_its_schema(tmp_path: Path) -> None:
     trace = tmp_path / "wide.swf"
     trace.write_text("; MaxProcs: 4\n1 0 -1 10 8 -1 -1 8 10 -1 1 1 1 -1 -1 -1 -1 -1\n")

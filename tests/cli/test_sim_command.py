@@ -98,9 +98,11 @@ def test_out_writes_report_table_and_plots(tmp_path: Path) -> None:
             str(out))
     assert p.returncode == 0, p.stderr
     names = sorted(f.name for f in out.iterdir())
-    assert names == ["report.json", "report.txt", "slowdown_cdf.png", "utilization.png",
-                     "wait_cdf.png"]
+    # Several results: a comparison of their cost, JCT and carbon too.
+    assert names == ["policies.png", "report.json", "report.txt", "slowdown_cdf.png",
+                     "utilization.png", "wait_cdf.png"]
     assert (out / "wait_cdf.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "policies.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "easy" in (out / "report.txt").read_text()
 
 

@@ -154,8 +154,8 @@ def _pending(scheduler: Scheduler, task: int, now: float) -> Explanation:
         if held_task == task:
             moved = float(scheduler.moved_gb[task])
             why = (
-                f"its input ({moved:g} GB) is moving to {scheduler.pools[held_pool].device_id}'s "
-                f"site until {ready:.0f} s"
+                f"its input ({moved:g} GB) is moving to {_pool_name(scheduler, held_pool)} "
+                f"until {ready:.0f} s"
                 if moved > 0 and float(scheduler.held_s[task]) == 0.0
                 else f"held for cheaper or greener hours until {ready:.0f} s"
             )
@@ -171,19 +171,28 @@ def _pending(scheduler: Scheduler, task: int, now: float) -> Explanation:
     scale = 1.0 if scheduler.pools[pool].is_cpu else MILLI
     need = _demand(scheduler, task, pool)
     start = estimated_start(queue, task, now)
+    name = _pool_name(scheduler, pool)
     if position == 0:
         why = (
-            f"first in line for pool {pool} ({scheduler.pools[pool].device_id}): needs "
-            f"{need / scale:g} {unit}, {queue.free / scale:g} free until running tasks end"
+            f"first in line for {name}: needs {need / scale:g} {unit}, "
+            f"{queue.free / scale:g} free until running tasks end"
         )
     else:
         head = line[0]
         why = (
-            f"behind {position} task(s) in pool {pool} ({scheduler.pools[pool].device_id}); "
-            f"the first needs {_demand(scheduler, head, pool) / scale:g} {unit}, "
-            f"{queue.free / scale:g} free"
+            f"behind {position} task(s) in {name}'s queue; the first needs "
+            f"{_demand(scheduler, head, pool) / scale:g} {unit}, {queue.free / scale:g} free"
         )
     return Explanation(task, now, policy, "queued", blocker=why, estimated_start_s=start)
+
+
+def _pool_name(scheduler: Scheduler, pool: int) -> str:
+    """``site/pool (device)`` on a network; ``pool N (device)`` for bare pools."""
+    device = scheduler.pools[pool].device_id
+    if scheduler.placement is None:
+        return f"pool {pool} ({device})"
+    site, p = scheduler.placement.network.pools[pool]
+    return f"{site.id}/{p.id} ({device})"
 
 
 def _demand(scheduler: Scheduler, task: int, pool: int) -> int:
