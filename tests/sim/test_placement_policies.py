@@ -451,3 +451,34 @@ def test_a_user_location_is_matched_to_the_network_by_name_not_position() -> Non
     # The workload lists the locations in another order than the network does.
     w = tasks(2, location=[0, 1], locations=("south", "north"))
     assert sites_of(net, run(w, net, "nearest")) == ["a", "b"]
+
+
+# ------------------------------------------------------------------ rules a task spec may carry
+
+
+def test_spec_rules_rule_out_regions_sites_owners_and_far_sites_with_reasons() -> None:
+    from computility.domain.cost import CostModel
+    from computility.domain.speed import SpeedModel
+    from computility.scheduler.placement import SiteRules
+
+    demand = (DemandLocation("SH", "Shanghai", 31.2, 121.5, {"A": 3.0, "B": 30.0, "C": 12.0}),)
+    net = network(site("a", region="A"), site("b", region="B"), site("c", region="C"),
+                  demand=demand)
+    w = tasks(4, location=[0, 0, 0, 0], locations=("SH",))
+    rules = {
+        0: SiteRules(regions=frozenset({"B", "C"})),
+        1: SiteRules(exclude_sites=frozenset({"a", "c"})),
+        2: SiteRules(owners=frozenset({"someone-else"})),
+        3: SiteRules(max_latency_ms=15.0),
+    }
+    devices = [p.device for _, p in net.pools]
+    speed = SpeedModel(w, devices, {d.id: d for d in devices})
+    p = Placement(net, w, "cheapest", CostModel(net, START), speed, rules=rules)
+    assert p.candidates_mask(0).tolist() == [False, True, True]
+    assert p.rejections(0) == {"a": "region A is not among the allowed regions"}
+    assert p.candidates_mask(1).tolist() == [False, True, False]
+    assert p.rejections(1) == {"a": "excluded by the task", "c": "excluded by the task"}
+    assert not p.candidates_mask(2).any()
+    assert set(p.rejections(2).values()) == {"owner owner is not among the allowed owners"}
+    assert p.candidates_mask(3).tolist() == [True, False, True]
+    assert p.rejections(3) == {"b": "latency 30.0 ms from the user exceeds max_latency_ms 15"}
