@@ -101,6 +101,16 @@ class Scheduler:
             self._key = self._rank[self._tenant] * max(n, 1) + np.arange(n, dtype=np.int64)
             self._holding: dict[int, float] = {}
         self._now = 0.0
+        self._touched: set[int] = set()
+        self._lv_capacity = np.array([q.capacity for q in self.queues], np.int64)
+        self._lv: tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float64],
+                        NDArray[np.float64]] = (
+            self._lv_capacity.copy(),
+            np.zeros(len(self.queues), np.int64),
+            np.zeros(len(self.queues)),
+            np.zeros(len(self.queues)),
+        )
+        self._lv_stale: set[int] = set()
         self.watch: int | None = None
         """A task to explain: its placement at decision time, and, if it then has to wait,
         why and until when (`explanations`)."""
@@ -171,6 +181,7 @@ class Scheduler:
         decisions: list[Decision] = []
         touched: set[int] = set()
         self._now = now
+        self._touched = touched
         for event in events:
             if type(event) is TasksFinished:
                 self._release(event.tasks, now, touched)
@@ -189,6 +200,7 @@ class Scheduler:
                 self._enqueue(task, pool, touched)
         if self._fair is not None:
             self._refair(now, touched)
+        self._lv_stale |= touched
         for p in sorted(touched) if len(touched) > 1 else touched:
             started = self.queues[p].schedule(now)
             if started.shape[0]:
@@ -239,14 +251,25 @@ class Scheduler:
     # ------------------------------------------------------------------ placement
 
     def load_view(self, now: float) -> LoadView:
-        """Every pool's capacity, free units, queued units and backlog, for wait estimates."""
-        qs = self.queues
-        return LoadView(
-            capacity=np.array([q.capacity for q in qs], np.int64),
-            free=np.array([q.free for q in qs], np.int64),
-            queued=np.array([q.queued_demand for q in qs], np.int64),
-            backlog=np.array([q.backlog(now) for q in qs], np.float64),
-        )
+        """Every pool's capacity, free units, queued units and backlog, for wait estimates.
+
+        Kept as arrays and refreshed only for the pools whose queues changed since the last
+        view, so a network of thousands of pools costs a placement a few vector operations.
+        """
+        lv = self._lv
+        stale = self._lv_stale | self._touched
+        for p in stale:
+            q = self.queues[p]
+            lv_free, lv_queued, lv_work, lv_end = lv
+            lv_free[p] = q.free
+            lv_queued[p] = q.queued_demand
+            lv_work[p] = q.queued_work
+            lv_end[p] = q.running_end_units
+        self._lv_stale = set()
+        free, queued, work, end_units = lv
+        held = self._lv_capacity - free
+        backlog = np.maximum(work, 0.0) + np.maximum(end_units - now * held, 0.0)
+        return LoadView(self._lv_capacity, free.copy(), queued.copy(), backlog)
 
     def _enqueue(self, task: int, pool: int, touched: set[int]) -> None:
         demand = self._cpus_l[task] if self.pools[pool].is_cpu else self._gpu_l[task]

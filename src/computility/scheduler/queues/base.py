@@ -288,6 +288,20 @@ class PoolQueue(ABC):
                 self._on_early_end()
         self._on_release()
 
+    @property
+    def queued_work(self) -> float:
+        """Unit-seconds the waiting line asks for (demand x requested time, summed)."""
+        if not self._q_len - self._q_holes:
+            self._q_work = 0.0  # drop accumulated rounding once the line is empty
+        return self._q_work
+
+    @property
+    def running_end_units(self) -> float:
+        """Sum of size x expected end over the running set."""
+        if not self._running:
+            self._end_units = 0.0
+        return self._end_units
+
     def backlog(self, now: float) -> float:
         """Unit-seconds of work ahead of a newcomer: the line's plus the running set's remainder.
 
