@@ -87,6 +87,9 @@ class CostModel:
         self._carbon_cum = _cumulative(a.carbon)
         self._price_curve = a.electricity.astype(np.float64)
         self._carbon_curve = a.carbon
+        # Both curves side by side, so pricing reads them with one gather.
+        self._both_curve = np.stack((self._price_curve, self._carbon_curve), axis=-1)
+        self._both_cum = np.stack((self._price_cum, self._carbon_cum), axis=-1)
 
     # ---------------------------------------------------------------------- curves
 
@@ -110,6 +113,27 @@ class CostModel:
         mean: FloatArray = np.where(width > 1e-12, (f1 - f0) / safe, at)
         return mean
 
+    def _means(self, sites: IntArray, t0_s: FloatArray, t1_s: FloatArray) -> FloatArray:
+        """`mean_over` of price and carbon at once: shape of the inputs plus a last axis of 2."""
+        x0 = self.base_hours + t0_s / SECONDS_PER_HOUR
+        x1 = self.base_hours + t1_s / SECONDS_PER_HOUR
+        hours = self.hours
+        out = []
+        for x in (x0, x1):
+            laps = np.floor(x / hours)
+            y = x - laps * hours
+            i = np.minimum(np.floor(y).astype(np.int64), hours - 1)
+            total = self._both_cum[sites, hours]
+            out.append(
+                laps[..., None] * total + self._both_cum[sites, i]
+                + (y - i)[..., None] * self._both_curve[sites, i]
+            )
+        width = (x1 - x0)[..., None]
+        at = self._both_curve[sites, np.floor(x0).astype(np.int64) % hours]
+        safe = np.where(width > 1e-12, width, 1.0)
+        mean: FloatArray = np.where(width > 1e-12, (out[1] - out[0]) / safe, at)
+        return mean
+
     # ---------------------------------------------------------------------- pricing
 
     def price(
@@ -129,8 +153,8 @@ class CostModel:
         site = self.arrays.pool_site[p]
         cu_hours = u * self.cu_per_unit[p] * run / SECONDS_PER_HOUR
         kwh = u * self.watts_per_unit[p] * run / JOULES_PER_KWH * self.pool_pue[p]
-        price = self.mean_over("price", site, t0, t0 + run)
-        carbon = self.mean_over("carbon", site, t0, t0 + run)
+        both = self._means(site, t0, t0 + run)
+        price, carbon = both[..., 0], both[..., 1]
         egress = np.asarray(moved_gb, np.float64) * np.asarray(egress_per_gb, np.float64)
         return Price(
             cu_hours=cu_hours,

@@ -14,6 +14,7 @@ in (submit time, id) order exactly.
 from __future__ import annotations
 
 import heapq
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -25,7 +26,7 @@ from computility.scheduler.decisions import Decision, RejectTasks, StartTasks, W
 from computility.scheduler.events import Event, TaskIds, TasksArrived, TasksFinished
 from computility.scheduler.explain import Explanation, explain_pending, explain_placement
 from computility.scheduler.fairshare import FairShare
-from computility.scheduler.placement import LoadView, Placement
+from computility.scheduler.placement import PRUNED_CANDIDATES, LoadView, Placement
 from computility.scheduler.queues import PoolQueue, make_queue
 
 CPU = "cpu"
@@ -87,8 +88,16 @@ class Scheduler:
         self._gpu_l: list[int] = tasks.gpu_milli.tolist()
         self.run_s: list[float] = tasks.run.tolist()
         self._req_l: list[float] = tasks.requested.tolist()
+        self.run_s_stated: list[float] = list(self.run_s)
         if placement is not None and not placement.speed.exact:
             self._scale_fixed_routes(placement)
+        self._fast: list[bool] = (
+            placement.fast_path().tolist() if placement is not None else [False] * n
+        )
+        self._deadline_l: list[float] = (
+            tasks.deadline.tolist() if tasks.deadline.shape[0] == n else [math.nan] * n
+        )
+        self._factor_rows: dict[int, list[float]] = {}
         self._held: list[tuple[float, int, int]] = []  # (joins queue at, task, pool)
         self._cu_unit = [p.cu_per_unit for p in self.pools]
         tenants = tasks.tenant if tasks.tenant.shape[0] == n else np.zeros(n, np.int32)
@@ -282,7 +291,19 @@ class Scheduler:
         now = self._now
         if task == self.watch and allow_hold:
             self.explanations.append(explain_placement(self, task, now))
-        choice = self.placement.choose(task, now, self.load_view(now), allow_hold=allow_hold)
+        placement = self.placement
+        if placement.prunes:
+            order = placement.static_order(task, now)
+            if self._fast[task] or not allow_hold:
+                pool = self._first_with_room(task, order, now)
+                if pool >= 0:
+                    return self._send(task, pool, touched)
+            choice = placement.choose(
+                task, now, self.load_view(now), allow_hold=allow_hold,
+                among=self._pruned(task, order),
+            )
+        else:
+            choice = placement.choose(task, now, self.load_view(now), allow_hold=allow_hold)
         pool = choice.pool
         self.pool_of[task] = pool
         stated = float(self.tasks.run[task])
@@ -298,6 +319,59 @@ class Scheduler:
             return [WakeAt(choice.ready_s)]
         self._enqueue(task, pool, touched)
         return []
+
+    def _first_with_room(self, task: int, order: list[int], now: float) -> int:
+        """The best-ranked pool that can start `task` now and (if it has a deadline) finish by
+        it; -1 if none can."""
+        queues = self.queues
+        deadline = self._deadline_l[task]
+        run = self.run_s_stated[task]
+        factors = self._factors_of(task)
+        for p in order:
+            q = queues[p]
+            demand = self._cpus_l[task] if self.pools[p].is_cpu else self._gpu_l[task]
+            if q.free - q.queued_demand < demand:
+                continue
+            if deadline == deadline and now + run * factors[p] > deadline:  # NaN: no deadline
+                continue
+            return p
+        return -1
+
+    def _pruned(self, task: int, order: list[int]) -> NDArray[np.int64]:
+        """The candidates a large network scores in full: its best-ranked pools, and the
+        best-ranked of those with room now."""
+        k = PRUNED_CANDIDATES
+        chosen = list(order[:k])
+        queues = self.queues
+        room = 0
+        for p in order[k:]:
+            if room >= k:
+                break
+            q = queues[p]
+            demand = self._cpus_l[task] if self.pools[p].is_cpu else self._gpu_l[task]
+            if q.free - q.queued_demand >= demand:
+                chosen.append(p)
+                room += 1
+        return np.array(sorted(chosen), np.int64)
+
+    def _send(self, task: int, pool: int, touched: set[int]) -> list[Decision]:
+        """Place `task` on `pool` to queue now (the large-network path's decision)."""
+        factor = float(self._factors_of(task)[pool])
+        self.pool_of[task] = pool
+        self.run_s[task] = self.run_s_stated[task] * factor
+        self._req_l[task] = float(self.tasks.requested[task]) * factor
+        self._enqueue(task, pool, touched)
+        return []
+
+    def _factors_of(self, task: int) -> list[float]:
+        assert self.placement is not None
+        speed = self.placement.speed
+        row = int(speed.task_class[task])
+        factors = self._factor_rows.get(row)
+        if factors is None:
+            factors = speed.factors[row].tolist()
+            self._factor_rows[row] = factors
+        return factors
 
     def demand_in(self, pool: int, tasks: NDArray[np.int64]) -> NDArray[np.int64]:
         """Units of `pool` the tasks occupy."""

@@ -23,9 +23,10 @@ Policies (`POLICIES`):
   to speed and price), ``nearest`` (least latency to the user; ties least loaded).
 
 The three that value money or carbon honour deadlines: a task with a deadline goes only to a
-candidate whose estimated finish meets it (if one does; else the fastest), and may be **held**
-for cheaper or greener hours when the estimate leaves room (`HOLD_MARGIN_*`); it is held at most
-once, at its first placement, so a task whose estimate proves wrong is not held again.
+candidate whose estimated finish meets it (if one does; else the fastest). Under ``cheapest`` and
+``greenest`` it may also be **held** for cheaper or greener hours when the estimate leaves room
+(`HOLD_MARGIN_*`); it is held at most once, at its first placement, so a task whose estimate
+proves wrong is not held again.
 
 Queue wait is estimated from each pool's backlog: zero if the units are free and nobody waits for
 them, else (work queued + work left on running tasks) / capacity, the fluid approximation.
@@ -60,8 +61,15 @@ POLICIES: Final = (
     "least_loaded",
     "nearest",
 )
-SHIFTING_POLICIES: Final = frozenset({"cheapest", "greenest", "balanced"})
-"""Policies that value money or carbon, and so may hold a task for better hours."""
+DEADLINE_POLICIES: Final = frozenset({"cheapest", "greenest", "balanced"})
+"""Policies that value money or carbon, and so rule out a candidate that would miss a deadline
+while another meets it (the others ignore deadlines, or, for ``fastest``, already finish first)."""
+
+SHIFTING_POLICIES: Final = frozenset({"cheapest", "greenest"})
+"""Policies that may hold a task with a deadline for cheaper or greener hours. ``balanced`` does
+not: it weighs finish time at 0.4, so a hold must save more than 0.4 x the delay's share of the
+run in money and carbon together, which the hourly curves' swings seldom give; measured while it
+could (docs/placement.md), it held no task of the policy table's 1,500 deadline tasks."""
 
 BALANCED_WEIGHTS: Final = {"finish": 0.4, "money": 0.3, "carbon": 0.3}
 """Weights of `balanced`, fixed before any policy was measured: time first, money and carbon
@@ -73,6 +81,20 @@ HOLD_MARGIN_RUN_SHARE: Final = 0.5
 of 15 minutes and half its run time, room for a queue that has grown in the meantime."""
 
 MAX_HOLD_HOURS: Final = 24
+
+FAST_PATH_MIN_POOLS: Final = 64
+"""From this many pools on, placement walks a cached best-first ranking (see
+`Placement.static_order`) instead of scoring every candidate: on 1,000 sites scoring all of them
+for every task would cost a millisecond each. Smaller networks are always scored in full."""
+
+PRUNED_CANDIDATES: Final = 16
+"""On a large network, a task scored in full (deadline under a shifting policy, data to move, no
+room anywhere) is scored among the first this many pools of its ranking plus the first this many
+with room now."""
+
+REFERENCE_RUN_S: Final = 3600.0
+STATIC_POLICIES: Final = frozenset({"cheapest", "fastest", "greenest", "balanced", "nearest"})
+"""Policies whose ranking of idle candidates does not depend on load or on earlier choices."""
 """Temporal shifting looks at most a day ahead: curves repeat daily in shape."""
 
 
@@ -174,6 +196,7 @@ class Placement:
         self.rules = rules or {}
         self._rng = np.random.default_rng(seed)
         self._last_rr = -1
+        self._orders: dict[tuple[int, int, int, int], list[int]] = {}
         a = network.arrays
         self.pool_is_cpu: BoolArray = a.pool_is_cpu
         self.pool_site = a.pool_site
@@ -356,6 +379,66 @@ class Placement:
         mask: BoolArray = self._class_mask[self._class_of[task]]
         return mask
 
+    # ------------------------------------------------------------------ large networks
+
+    def static_order(self, task: int, now: float) -> list[int]:
+        """Candidate pools of `task` best first, as the policy ranks them with no queue wait.
+
+        The ranking depends only on the kind of task (feasibility and speed class, and the
+        user's location for ``nearest``) and the hour of the curves a run starting now reads,
+        so it is computed once per such key and reused: the large-network path of
+        `Scheduler` walks it and takes the first pool with room. It is scored for a reference
+        run of `REFERENCE_RUN_S` starting now, the hour that key stands for.
+        """
+        hour = math.floor(self.cost.base_hours + now / SECONDS_PER_HOUR) % self.cost.hours
+        loc = self.user_location(task) if self.policy == "nearest" else NO_INDEX
+        key = (int(self._class_of[task]), int(self.speed.task_class[task]), hour, loc)
+        order = self._orders.get(key)
+        if order is None:
+            order = self._rank_statically(task, now)
+            self._orders[key] = order
+        return order
+
+    def _rank_statically(self, task: int, now: float) -> list[int]:
+        t = self.tasks
+        pools = np.flatnonzero(self.candidates_mask(task)).astype(np.int64)
+        factor = self.speed.of(task)[pools]
+        pools, factor = pools[np.isfinite(factor)], factor[np.isfinite(factor)]
+        if pools.shape[0] == 0:
+            return []
+        demand = np.where(self.pool_is_cpu[pools], t.cpus[task], t.gpu_milli[task])
+        run = REFERENCE_RUN_S * factor
+        finish = run[None, :]
+        price = self.cost.price(pools[None, :], demand[None, :], finish, now)
+        loc = self.user_location(task)
+        latency = self.cost.latency_ms(loc, pools)
+        policy = self.policy
+        if policy == "nearest":
+            score = latency
+        else:
+            score = self._policy_score(
+                task, pools, finish, price, latency, _NO_LOAD, math.nan, now
+            )[0]
+        return [int(p) for p in pools[np.argsort(score, kind="stable")]]
+
+    def fast_path(self) -> BoolArray:
+        """Tasks the large-network path may place by walking `static_order`: a policy whose
+        ranking is static, no data to move, and no deadline a shifting policy could hold for
+        (those are scored in full, among the pruned candidates `PRUNED_CANDIDATES`)."""
+        t = self.tasks
+        n = len(t)
+        if self.policy not in STATIC_POLICIES or len(self.pool_site) < FAST_PATH_MIN_POOLS:
+            return np.zeros(n, np.bool_)
+        moves = (_index_col(t.dataset, n) >= 0) & ~_flag_col(t.data_local, n)
+        holds = np.isfinite(t.deadline) if self.policy in SHIFTING_POLICIES else np.zeros(n, bool)
+        out: BoolArray = ~moves & ~holds
+        return out
+
+    @property
+    def prunes(self) -> bool:
+        """Whether scoring in full looks only at a pruned set of candidates (large networks)."""
+        return self.policy in STATIC_POLICIES and len(self.pool_site) >= FAST_PATH_MIN_POOLS
+
     def first_candidate(self) -> IntArray:
         """Per task: its first candidate pool (meaningful where it has any)."""
         first: IntArray = np.argmax(self._class_mask, axis=1)[self._class_of]
@@ -374,10 +457,21 @@ class Placement:
 
     # ------------------------------------------------------------------ scoring
 
-    def score(self, task: int, now: float, load: LoadView, allow_hold: bool = True) -> Candidates:
-        """Estimate every candidate of `task` at `now` and score it under the policy."""
+    def score(
+        self,
+        task: int,
+        now: float,
+        load: LoadView,
+        allow_hold: bool = True,
+        among: IntArray | None = None,
+    ) -> Candidates:
+        """Estimate every candidate of `task` at `now` (or only those `among`) and score them."""
         t = self.tasks
-        pools = np.flatnonzero(self.candidates_mask(task)).astype(np.int64)
+        pools = (
+            np.flatnonzero(self.candidates_mask(task)).astype(np.int64)
+            if among is None
+            else among
+        )
         runnable = np.isfinite(self.speed.of(task)[pools])
         if not runnable.all() and runnable.any():
             pools = pools[runnable]  # measured as unable to run on some device types
@@ -403,8 +497,13 @@ class Placement:
         shifting = self.policy in SHIFTING_POLICIES and math.isfinite(deadline)
 
         holds = np.zeros(1)
-        if shifting and allow_hold:
+        if shifting and allow_hold and pools.shape[0]:
             holds = self._hold_options(now)
+            # Only holds some candidate could take and still keep its margin to the deadline.
+            shortest = float(np.min(run + np.maximum(HOLD_MARGIN_S, HOLD_MARGIN_RUN_SHARE * run)))
+            holds = holds[now + holds + shortest <= deadline]
+            if holds.shape[0] == 0 or holds[0] != 0.0:
+                holds = np.concatenate(([0.0], holds))
         # Grid of (hold, candidate): row 0 is "no hold".
         hold = holds[:, None] * np.ones((1, pools.shape[0]))
         ready = np.maximum(hold, transfer_s[None, :])
@@ -467,7 +566,7 @@ class Placement:
         tiny = 1e-9
         if policy == "fastest":
             return finish
-        if policy in SHIFTING_POLICIES:
+        if policy in DEADLINE_POLICIES:
             # A deadline the estimate would miss rules a candidate out while another meets it.
             late = (now + finish > deadline) if math.isfinite(deadline) else np.zeros_like(finish)
             if policy == "cheapest":
@@ -505,14 +604,20 @@ class Placement:
         return base * (latency - spare * 1e-6)[None, :]
 
     def choose(
-        self, task: int, now: float, load: LoadView, allow_hold: bool = True
+        self,
+        task: int,
+        now: float,
+        load: LoadView,
+        allow_hold: bool = True,
+        among: IntArray | None = None,
     ) -> Choice:
         """The candidate the policy ranks first (see `score`).
 
         With `allow_hold` False the task is placed to join a queue now: what happens when a hold
-        ends, so a task is held at most once.
+        ends, so a task is held at most once. `among` restricts the candidates (the pruned
+        path of a large network).
         """
-        c = self.score(task, now, load, allow_hold=allow_hold)
+        c = self.score(task, now, load, allow_hold=allow_hold, among=among)
         k = int(np.argmin(c.score))
         pool = int(c.pools[k])
         if self.policy == "round_robin":
@@ -526,6 +631,13 @@ class Placement:
             src_region=int(c.src_region[k]),
             held_s=float(c.hold_s[k]),
         )
+
+
+_NO_LOAD = LoadView(
+    capacity=np.ones(1, np.int64), free=np.ones(1, np.int64), queued=np.zeros(1, np.int64),
+    backlog=np.zeros(1),
+)
+"""Load for static rankings: only the baselines read it, and they are never ranked statically."""
 
 
 def _index_col(values: npt.NDArray[np.int32], n: int) -> npt.NDArray[np.int32]:
