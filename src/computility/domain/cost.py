@@ -87,9 +87,11 @@ class CostModel:
         self._carbon_cum = _cumulative(a.carbon)
         self._price_curve = a.electricity.astype(np.float64)
         self._carbon_curve = a.carbon
-        # Both curves side by side, so pricing reads them with one gather.
-        self._both_curve = np.stack((self._price_curve, self._carbon_curve), axis=-1)
-        self._both_cum = np.stack((self._price_cum, self._carbon_cum), axis=-1)
+        # Flat copies for `_means`: one-dimensional takes are the cheapest gather.
+        self._flat_price = self._price_curve.ravel()
+        self._flat_carbon = np.ascontiguousarray(self._carbon_curve).ravel()
+        self._flat_price_cum = self._price_cum.ravel()
+        self._flat_carbon_cum = self._carbon_cum.ravel()
 
     # ---------------------------------------------------------------------- curves
 
@@ -114,25 +116,34 @@ class CostModel:
         return mean
 
     def _means(self, sites: IntArray, t0_s: FloatArray, t1_s: FloatArray) -> FloatArray:
-        """`mean_over` of price and carbon at once: shape of the inputs plus a last axis of 2."""
+        """`mean_over` of price and carbon at once: shape of the inputs plus a last axis of 2.
+
+        Reads flat copies of the curves with one-dimensional takes, the cheapest gather numpy
+        has: placement prices a task's candidates with it on every decision.
+        """
+        hours = self.hours
         x0 = self.base_hours + t0_s / SECONDS_PER_HOUR
         x1 = self.base_hours + t1_s / SECONDS_PER_HOUR
-        hours = self.hours
-        out = []
-        for x in (x0, x1):
-            laps = np.floor(x / hours)
-            y = x - laps * hours
-            i = np.minimum(np.floor(y).astype(np.int64), hours - 1)
-            total = self._both_cum[sites, hours]
-            out.append(
-                laps[..., None] * total + self._both_cum[sites, i]
-                + (y - i)[..., None] * self._both_curve[sites, i]
-            )
-        width = (x1 - x0)[..., None]
-        at = self._both_curve[sites, np.floor(x0).astype(np.int64) % hours]
-        safe = np.where(width > 1e-12, width, 1.0)
-        mean: FloatArray = np.where(width > 1e-12, (out[1] - out[0]) / safe, at)
-        return mean
+        row_cum = sites * (hours + 1)
+        row = sites * hours
+        laps0 = np.floor(x0 / hours)
+        laps1 = np.floor(x1 / hours)
+        y0 = x0 - laps0 * hours
+        y1 = x1 - laps1 * hours
+        i0 = np.minimum(y0.astype(np.int64), hours - 1)
+        i1 = np.minimum(y1.astype(np.int64), hours - 1)
+        width = x1 - x0
+        positive = width > 1e-12
+        safe = np.where(positive, width, 1.0)
+        out = np.empty((*np.shape(width), 2))
+        for k, (cum, curve) in enumerate(((self._flat_price_cum, self._flat_price),
+                                          (self._flat_carbon_cum, self._flat_carbon))):
+            total = cum[row_cum + hours]
+            at0 = curve[row + i0]
+            f0 = laps0 * total + cum[row_cum + i0] + (y0 - i0) * at0
+            f1 = laps1 * total + cum[row_cum + i1] + (y1 - i1) * curve[row + i1]
+            out[..., k] = np.where(positive, (f1 - f0) / safe, at0)
+        return out
 
     # ---------------------------------------------------------------------- pricing
 

@@ -322,19 +322,26 @@ class Scheduler:
 
     def _first_with_room(self, task: int, order: list[int], now: float) -> int:
         """The best-ranked pool that can start `task` now and (if it has a deadline) finish by
-        it; -1 if none can."""
+        it; -1 if none can.
+
+        Every pool of one ranking is of the task's kind, so its demand is one number; a pool's
+        room is read straight from its queue's counters (free units less units queued).
+        """
         queues = self.queues
         deadline = self._deadline_l[task]
-        run = self.run_s_stated[task]
-        factors = self._factors_of(task)
+        demand = self._gpu_l[task] or self._cpus_l[task]
+        if deadline == deadline:  # not NaN: the run must also end by the deadline
+            run = self.run_s_stated[task]
+            factors = self._factors_of(task)
+            for p in order:
+                q = queues[p]
+                if q.free - q._q_total >= demand and now + run * factors[p] <= deadline:
+                    return p
+            return -1
         for p in order:
             q = queues[p]
-            demand = self._cpus_l[task] if self.pools[p].is_cpu else self._gpu_l[task]
-            if q.free - q.queued_demand < demand:
-                continue
-            if deadline == deadline and now + run * factors[p] > deadline:  # NaN: no deadline
-                continue
-            return p
+            if q.free - q._q_total >= demand:
+                return p
         return -1
 
     def _pruned(self, task: int, order: list[int]) -> NDArray[np.int64]:
@@ -343,16 +350,17 @@ class Scheduler:
         k = PRUNED_CANDIDATES
         chosen = list(order[:k])
         queues = self.queues
+        demand = self._gpu_l[task] or self._cpus_l[task]
         room = 0
         for p in order[k:]:
             if room >= k:
                 break
             q = queues[p]
-            demand = self._cpus_l[task] if self.pools[p].is_cpu else self._gpu_l[task]
-            if q.free - q.queued_demand >= demand:
+            if q.free - q._q_total >= demand:
                 chosen.append(p)
                 room += 1
-        return np.array(sorted(chosen), np.int64)
+        chosen.sort()
+        return np.array(chosen, np.int64)
 
     def _send(self, task: int, pool: int, touched: set[int]) -> list[Decision]:
         """Place `task` on `pool` to queue now (the large-network path's decision)."""
@@ -387,6 +395,12 @@ class Scheduler:
         if len(self.pools) == 1:
             self.queues[0].release(tasks, now)
             touched.add(0)
+            return
+        if len(tasks) == 1:
+            task = int(tasks[0])
+            pool = int(self.pool_of[task])
+            self.queues[pool].release((task,), now)
+            touched.add(pool)
             return
         ids = np.asarray(tasks, np.int64)
         pools = self.pool_of[ids]

@@ -419,7 +419,8 @@ class Placement:
             score = self._policy_score(
                 task, pools, finish, price, latency, _NO_LOAD, math.nan, now
             )[0]
-        return [int(p) for p in pools[np.argsort(score, kind="stable")]]
+        ranked: list[int] = pools[np.argsort(score, kind="stable")].tolist()
+        return ranked
 
     def fast_path(self) -> BoolArray:
         """Tasks the large-network path may place by walking `static_order`: a policy whose
@@ -531,12 +532,7 @@ class Placement:
             run_s=run,
             hold_s=hold[pick],
             finish_s=finish[pick],
-            price=Price(
-                **{
-                    name: np.broadcast_to(getattr(price, name), finish.shape)[pick]
-                    for name in ("cu_hours", "kwh", "carbon_kg", "compute", "energy", "egress")
-                }
-            ),
+            price=_pick(price, finish.shape, pick),
             moved_gb=moved,
             src_region=src,
             latency_ms=latency,
@@ -631,6 +627,13 @@ class Placement:
             src_region=int(c.src_region[k]),
             held_s=float(c.hold_s[k]),
         )
+
+
+def _pick(price: Price, shape: tuple[int, ...], pick: tuple[IntArray, IntArray]) -> Price:
+    """Each candidate's figures at its chosen hold row (row 0 when there is only one)."""
+    if shape[0] == 1:
+        return Price(*(np.broadcast_to(getattr(price, f), shape)[0] for f in Price.__slots__))
+    return Price(*(np.broadcast_to(getattr(price, f), shape)[pick] for f in Price.__slots__))
 
 
 _NO_LOAD = LoadView(
