@@ -167,3 +167,16 @@ def test_the_start_time_moves_runs_along_the_carbon_and_price_curves() -> None:
     noon = figures("2024-01-01T12:00:00+08:00")
     assert midnight != noon
     assert figures("2024-01-01T04:00:00+00:00") == noon
+
+
+def test_explaining_a_task_changes_no_decision_even_under_the_random_policy(
+    files: tuple[Path, Path],
+) -> None:
+    net, trace = files
+    plain = report("--trace", str(trace), "--network", str(net), "--policy", "random")
+    explained = report("--trace", str(trace), "--network", str(net), "--policy", "random",
+                       "--explain", "2")
+    drop = {"wall_s", "events_per_s", "explain"}
+    strip = [{k: v for k, v in r.items() if k not in drop} for r in plain["results"]]  # type: ignore[union-attr]
+    assert strip == [{k: v for k, v in r.items() if k not in drop}
+                     for r in explained["results"]]  # type: ignore[union-attr]

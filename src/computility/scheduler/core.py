@@ -24,7 +24,12 @@ from numpy.typing import NDArray
 from computility.domain.workload import ANY_GPU, NO_INDEX, Workload
 from computility.scheduler.decisions import Decision, RejectTasks, StartTasks, WakeAt
 from computility.scheduler.events import Event, TaskIds, TasksArrived, TasksFinished
-from computility.scheduler.explain import Explanation, explain_pending, explain_placement
+from computility.scheduler.explain import (
+    Explanation,
+    explain_pending,
+    explain_placement,
+    mark_chosen,
+)
 from computility.scheduler.fairshare import FairShare
 from computility.scheduler.placement import PRUNED_CANDIDATES, LoadView, Placement
 from computility.scheduler.queues import PoolQueue, make_queue
@@ -289,14 +294,17 @@ class Scheduler:
         """Score `task` and send it to its pool now, or hold it until its time comes."""
         assert self.placement is not None
         now = self._now
-        if task == self.watch and allow_hold:
-            self.explanations.append(explain_placement(self, task, now))
         placement = self.placement
+        if task == self.watch and allow_hold:
+            state = placement.save_state()
+            self.explanations.append(explain_placement(self, task, now))
+            placement.restore_state(state)  # explaining must not change what follows
         if placement.prunes:
             order = placement.static_order(task, now)
             if self._fast[task] or not allow_hold:
                 pool = self._first_with_room(task, order, now)
                 if pool >= 0:
+                    self._mark_chosen(task, pool)
                     return self._send(task, pool, touched)
             choice = placement.choose(
                 task, now, self.load_view(now), allow_hold=allow_hold,
@@ -305,6 +313,7 @@ class Scheduler:
         else:
             choice = placement.choose(task, now, self.load_view(now), allow_hold=allow_hold)
         pool = choice.pool
+        self._mark_chosen(task, pool)
         self.pool_of[task] = pool
         stated = float(self.tasks.run[task])
         factor = choice.run_s / stated if stated > 0 else 1.0
@@ -319,6 +328,17 @@ class Scheduler:
             return [WakeAt(choice.ready_s)]
         self._enqueue(task, pool, touched)
         return []
+
+    def _mark_chosen(self, task: int, pool: int) -> None:
+        """Make the watched task's explanation mark the pool actually chosen (on a large
+        network the decision walks a ranking, the explanation scores every candidate)."""
+        if task != self.watch or not self.explanations or self.placement is None:
+            return
+        last = self.explanations[-1]
+        if last.state != "placing" or last.at_s != self._now:
+            return
+        site, p = self.placement.network.pools[pool]
+        self.explanations[-1] = mark_chosen(last, site.id, p.id)
 
     def _first_with_room(self, task: int, order: list[int], now: float) -> int:
         """The best-ranked pool that can start `task` now and (if it has a deadline) finish by

@@ -91,6 +91,14 @@ class Explanation:
         }
 
 
+def mark_chosen(explanation: Explanation, site: str, pool: str) -> Explanation:
+    """The same explanation with `site`/`pool` marked as the one chosen."""
+    rows = tuple(
+        replace(c, chosen=(c.site == site and c.pool == pool)) for c in explanation.candidates
+    )
+    return replace(explanation, candidates=rows)
+
+
 def _finite(value: object) -> object:
     if isinstance(value, float) and not math.isfinite(value):
         return None

@@ -35,8 +35,9 @@ them, else (work queued + work left on running tasks) / capacity, the fluid appr
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -439,6 +440,14 @@ class Placement:
     def prunes(self) -> bool:
         """Whether scoring in full looks only at a pruned set of candidates (large networks)."""
         return self.policy in STATIC_POLICIES and len(self.pool_site) >= FAST_PATH_MIN_POOLS
+
+    def save_state(self) -> tuple[Mapping[str, Any], int]:
+        """What scoring may change (the random policy's generator, round robin's position)."""
+        return self._rng.bit_generator.state, self._last_rr
+
+    def restore_state(self, state: tuple[Mapping[str, Any], int]) -> None:
+        self._rng.bit_generator.state = state[0]
+        self._last_rr = state[1]
 
     def first_candidate(self) -> IntArray:
         """Per task: its first candidate pool (meaningful where it has any)."""
