@@ -96,9 +96,11 @@ class Scheduler:
         self.run_s_stated: list[float] = list(self.run_s)
         if placement is not None and not placement.speed.exact:
             self._scale_fixed_routes(placement)
-        self._fast: list[bool] = (
-            placement.fast_path().tolist() if placement is not None else [False] * n
+        fast, moving = (
+            placement.fast_path() if placement is not None else (np.zeros(n, bool),) * 2
         )
+        self._fast: list[bool] = fast.tolist()
+        self._moving_fast: list[bool] = moving.tolist()
         self._deadline_l: list[float] = (
             tasks.deadline.tolist() if tasks.deadline.shape[0] == n else [math.nan] * n
         )
@@ -306,10 +308,20 @@ class Scheduler:
                 if pool >= 0:
                     self._mark_chosen(task, pool)
                     return self._send(task, pool, touched)
-            choice = placement.choose(
-                task, now, self.load_view(now), allow_hold=allow_hold,
-                among=self._pruned(task, order),
-            )
+            moving = None
+            if self._moving_fast[task] and allow_hold:
+                queues = self.queues
+                demand = self._gpu_l[task] or self._cpus_l[task]
+                moving = placement.choose_moving(
+                    task, now, lambda p: queues[p].free - queues[p]._q_total >= demand
+                )
+            if moving is not None:
+                choice = moving
+            else:
+                choice = placement.choose(
+                    task, now, self.load_view(now), allow_hold=allow_hold,
+                    among=self._pruned(task, order),
+                )
         else:
             choice = placement.choose(task, now, self.load_view(now), allow_hold=allow_hold)
         pool = choice.pool
@@ -364,21 +376,25 @@ class Scheduler:
                 return p
         return -1
 
-    def _pruned(self, task: int, order: list[int]) -> NDArray[np.int64]:
+    def _pruned(self, task: int, order: list[int]) -> NDArray[np.int64] | None:
         """The candidates a large network scores in full: its best-ranked pools, and the
-        best-ranked of those with room now."""
+        best-ranked of those with room now; None when no pool of the ranking has room (then
+        every candidate is scored)."""
         k = PRUNED_CANDIDATES
-        chosen = list(order[:k])
         queues = self.queues
         demand = self._gpu_l[task] or self._cpus_l[task]
-        room = 0
+        chosen = list(order[:k])
+        room = sum(1 for p in chosen if queues[p].free - queues[p]._q_total >= demand)
+        extra = 0
         for p in order[k:]:
-            if room >= k:
+            if extra >= k:
                 break
             q = queues[p]
             if q.free - q._q_total >= demand:
                 chosen.append(p)
-                room += 1
+                extra += 1
+        if room + extra == 0:
+            return None
         chosen.sort()
         return np.array(chosen, np.int64)
 

@@ -35,7 +35,7 @@ them, else (work queued + work left on running tasks) / capacity, the fluid appr
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -93,6 +93,10 @@ PRUNED_CANDIDATES: Final = 16
 room anywhere) is scored among the first this many pools of its ranking plus the first this many
 with room now."""
 
+RANKED_POOLS: Final = 256
+"""A cached ranking keeps its best this many pools (memory: thousands of rankings are cached on a
+national network); when none of them has room, the task is scored in full over every candidate."""
+
 REFERENCE_RUN_S: Final = 3600.0
 STATIC_POLICIES: Final = frozenset({"cheapest", "fastest", "greenest", "balanced", "nearest"})
 """Policies whose ranking of idle candidates does not depend on load or on earlier choices."""
@@ -128,6 +132,15 @@ class Candidates:
     src_region: IntArray
     latency_ms: FloatArray
     score: FloatArray
+
+
+@dataclass(frozen=True, slots=True)
+class _Ranking:
+    """A cached best-first ranking and, per candidate pool, its figures for the reference run:
+    (run s, money, carbon kg, latency ms)."""
+
+    order: list[int]
+    parts: dict[int, tuple[float, float, float, float]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,7 +210,11 @@ class Placement:
         self.rules = rules or {}
         self._rng = np.random.default_rng(seed)
         self._last_rr = -1
-        self._orders: dict[tuple[int, int, int, int], list[int]] = {}
+        self._orders: dict[tuple[int, int, int, int], _Ranking] = {}
+        self._holders_cache: dict[tuple[int, int], list[int]] = {}
+        self._lat: list[list[float]] = network.arrays.latency_ms.tolist()
+        self._bw: list[list[float]] = network.arrays.bandwidth_gbps.tolist()
+        self._eg: list[list[float]] = network.arrays.egress_per_gb.astype(np.float64).tolist()
         a = network.arrays
         self.pool_is_cpu: BoolArray = a.pool_is_cpu
         self.pool_site = a.pool_site
@@ -257,7 +274,8 @@ class Placement:
                 t.gpu_milli,
                 t.gpu_types.astype(np.int64),
                 local_ds.astype(np.int64),
-                (any_ds >= 0).astype(np.int64) * (any_ds.astype(np.int64) + 1),
+                # Data that may move only matters to feasibility when the network lacks it.
+                np.isin(any_ds, self._unknown_datasets()).astype(np.int64),
                 np.isin(np.arange(n), list(self.rules)).astype(np.int64) * (np.arange(n) + 1),
             ),
             axis=1,
@@ -267,6 +285,12 @@ class Placement:
         uniq, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
         masks = np.stack([self.mask_of(int(first[k])) for k in range(uniq.shape[0])])
         return inverse.reshape(-1).astype(np.int64), masks
+
+    def _unknown_datasets(self) -> IntArray:
+        """Workload dataset indices the network holds no copy of."""
+        return np.array(
+            [k for k, holders in enumerate(self._dataset_regions) if holders is None], np.int64
+        )
 
     def mask_of(self, task: int) -> BoolArray:
         """Candidate pools of `task` (every rule of the module's step 1)."""
@@ -391,22 +415,25 @@ class Placement:
         `Scheduler` walks it and takes the first pool with room. It is scored for a reference
         run of `REFERENCE_RUN_S` starting now, the hour that key stands for.
         """
+        return self._ranking(task, now).order
+
+    def _ranking(self, task: int, now: float) -> _Ranking:
         hour = math.floor(self.cost.base_hours + now / SECONDS_PER_HOUR) % self.cost.hours
         loc = self.user_location(task) if self.policy == "nearest" else NO_INDEX
         key = (int(self._class_of[task]), int(self.speed.task_class[task]), hour, loc)
-        order = self._orders.get(key)
-        if order is None:
-            order = self._rank_statically(task, now)
-            self._orders[key] = order
-        return order
+        ranking = self._orders.get(key)
+        if ranking is None:
+            ranking = self._rank_statically(task, now)
+            self._orders[key] = ranking
+        return ranking
 
-    def _rank_statically(self, task: int, now: float) -> list[int]:
+    def _rank_statically(self, task: int, now: float) -> _Ranking:
         t = self.tasks
         pools = np.flatnonzero(self.candidates_mask(task)).astype(np.int64)
         factor = self.speed.of(task)[pools]
         pools, factor = pools[np.isfinite(factor)], factor[np.isfinite(factor)]
         if pools.shape[0] == 0:
-            return []
+            return _Ranking([], {})
         demand = np.where(self.pool_is_cpu[pools], t.cpus[task], t.gpu_milli[task])
         run = REFERENCE_RUN_S * factor
         finish = run[None, :]
@@ -420,21 +447,132 @@ class Placement:
             score = self._policy_score(
                 task, pools, finish, price, latency, _NO_LOAD, math.nan, now
             )[0]
-        ranked: list[int] = pools[np.argsort(score, kind="stable")].tolist()
-        return ranked
+        ranked: list[int] = pools[np.argsort(score, kind="stable")][:RANKED_POOLS].tolist()
+        parts = dict(
+            zip(
+                pools.tolist(),
+                zip(run.tolist(), price.money[0].tolist(), price.carbon_kg[0].tolist(),
+                    latency.tolist(), strict=True),
+                strict=True,
+            )
+        )
+        return _Ranking(ranked, parts)
 
-    def fast_path(self) -> BoolArray:
-        """Tasks the large-network path may place by walking `static_order`: a policy whose
-        ranking is static, no data to move, and no deadline a shifting policy could hold for
-        (those are scored in full, among the pruned candidates `PRUNED_CANDIDATES`)."""
+    def choose_moving(
+        self, task: int, now: float, room: Callable[[int], bool]
+    ) -> Choice | None:
+        """The large-network decision for a task whose input must move to most candidates.
+
+        Candidates are the pools with `room` at the sites holding its data, and the first
+        `PRUNED_CANDIDATES` pools with room in its ranking. Each is priced from the ranking's
+        cached figures for a reference run, scaled to the task's run time, plus the transfer
+        time and egress of its data there, and the policy picks among them exactly as in
+        `score` with no queue wait. None when no candidate has room (then it is scored in full).
+        """
+        t = self.tasks
+        ranking = self._ranking(task, now)
+        ds = int(t.dataset[task])
+        holders = self._dataset_regions[ds]
+        if holders is None:
+            return None
+        candidates = [p for p in self._holder_pools(task, ds, ranking) if room(p)]
+        taken = 0
+        for p in ranking.order:
+            if taken >= PRUNED_CANDIDATES:
+                break
+            if room(p):
+                candidates.append(p)
+                taken += 1
+        if not candidates:
+            return None
+        size = float(t.data_gb[task])
+        scale = float(t.run[task]) / REFERENCE_RUN_S
+        deadline = float(t.deadline[task]) if t.deadline.shape[0] else math.nan
+        rows = []
+        for p in dict.fromkeys(candidates):
+            run0, money0, carbon0, latency = ranking.parts[p]
+            seconds, egress, src = self._fetch(holders, int(self.pool_region[p]), size)
+            run = run0 * scale
+            rows.append(
+                (p, seconds + run, money0 * scale + egress, carbon0 * scale, latency, run,
+                 seconds, src)
+            )
+        meets = [r for r in rows if not now + r[1] > deadline]  # NaN deadline: all meet
+        pool_rows = meets or [min(rows, key=lambda r: r[1])]
+        best = min(pool_rows, key=self._row_key(pool_rows))
+        p, _, _, _, _, run, seconds, src = best
+        moved = size if seconds > 0 else 0.0
+        return Choice(
+            pool=p,
+            ready_s=now + seconds,
+            run_s=run,
+            moved_gb=moved,
+            src_region=src if moved else NO_INDEX,
+            held_s=0.0,
+        )
+
+    def _row_key(
+        self, rows: list[tuple[int, float, float, float, float, float, float, int]]
+    ) -> Callable[[tuple[int, float, float, float, float, float, float, int]], tuple[float, ...]]:
+        """How `choose_moving` ranks (pool, finish, money, carbon, latency, ...) rows."""
+        policy = self.policy
+        if policy == "fastest":
+            return lambda r: (r[1], r[0])
+        if policy == "cheapest":
+            return lambda r: (r[2], r[1], r[0])
+        if policy == "greenest":
+            return lambda r: (r[3], r[1], r[0])
+        if policy == "nearest":
+            return lambda r: (r[4], r[0])
+        w = BALANCED_WEIGHTS
+        tiny = 1e-9
+        f_min = max(min(r[1] for r in rows), tiny)
+        m_min = max(min(r[2] for r in rows), tiny)
+        c_min = max(min(r[3] for r in rows), tiny)
+        return lambda r: (
+            w["finish"] * r[1] / f_min + w["money"] * r[2] / m_min + w["carbon"] * r[3] / c_min,
+            r[0],
+        )
+
+    def _holder_pools(self, task: int, dataset: int, ranking: _Ranking) -> list[int]:
+        """Candidate pools of `task` at the sites holding `dataset` (no transfer there)."""
+        key = (int(self._class_of[task]), dataset)
+        pools = self._holders_cache.get(key)
+        if pools is None:
+            sites = {
+                self.network.site_index(s)
+                for s in self.network.dataset(self.tasks.datasets[dataset]).sites
+            }
+            pools = [p for p in ranking.parts if int(self.pool_site[p]) in sites]
+            self._holders_cache[key] = pools
+        return pools
+
+    def _fetch(self, holders: IntArray, region: int, size_gb: float) -> tuple[float, float, int]:
+        """(seconds, egress money, source region) of bringing `size_gb` to `region`: the
+        fastest copy, then the cheapest; nothing moves when `region` holds one."""
+        best: tuple[float, float, int] | None = None
+        for h in holders.tolist():
+            if h == region:
+                return 0.0, 0.0, NO_INDEX
+            seconds = self._lat[h][region] / 1000.0 + size_gb * 8.0 / self._bw[h][region]
+            egress = self._eg[h][region] * size_gb
+            if best is None or (seconds, egress) < best[:2]:
+                best = (seconds, egress, h)
+        assert best is not None
+        return best
+
+    def fast_path(self) -> tuple[BoolArray, BoolArray]:
+        """Tasks the large-network path may place without scoring in full: (walking
+        `static_order`, through `choose_moving`). A policy whose ranking is static, and no
+        deadline a shifting policy could hold for (those are scored in full, among the pruned
+        candidates `PRUNED_CANDIDATES`); the second set are those whose input may move."""
         t = self.tasks
         n = len(t)
         if self.policy not in STATIC_POLICIES or len(self.pool_site) < FAST_PATH_MIN_POOLS:
-            return np.zeros(n, np.bool_)
+            return np.zeros(n, np.bool_), np.zeros(n, np.bool_)
         moves = (_index_col(t.dataset, n) >= 0) & ~_flag_col(t.data_local, n)
         holds = np.isfinite(t.deadline) if self.policy in SHIFTING_POLICIES else np.zeros(n, bool)
-        out: BoolArray = ~moves & ~holds
-        return out
+        return ~moves & ~holds, moves & ~holds
 
     @property
     def prunes(self) -> bool:
