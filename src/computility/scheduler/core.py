@@ -217,8 +217,12 @@ class Scheduler:
         if self._fair is not None:
             self._refair(now, touched)
         self._lv_stale |= touched
+        queues = self.queues
         for p in sorted(touched) if len(touched) > 1 else touched:
-            started = self.queues[p].schedule(now)
+            queue = queues[p]
+            if not queue._q_len:
+                continue  # nobody waits there: a pass could start nothing
+            started = queue.schedule(now)
             if started.shape[0]:
                 decisions.append(StartTasks(p, started))
                 if self._fair is not None:

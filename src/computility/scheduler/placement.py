@@ -211,7 +211,10 @@ class Placement:
         self._rng = np.random.default_rng(seed)
         self._last_rr = -1
         self._orders: dict[tuple[int, int, int, int], _Ranking] = {}
-        self._holders_cache: dict[tuple[int, int], list[int]] = {}
+        self._holder_sites: dict[int, list[int]] = {}
+        self._site_pools: list[list[int]] = [[] for _ in network.sites]
+        for row, site_row in enumerate(network.arrays.pool_site.tolist()):
+            self._site_pools[site_row].append(row)
         self._lat: list[list[float]] = network.arrays.latency_ms.tolist()
         self._bw: list[list[float]] = network.arrays.bandwidth_gbps.tolist()
         self._eg: list[list[float]] = network.arrays.egress_per_gb.astype(np.float64).tolist()
@@ -536,16 +539,15 @@ class Placement:
 
     def _holder_pools(self, task: int, dataset: int, ranking: _Ranking) -> list[int]:
         """Candidate pools of `task` at the sites holding `dataset` (no transfer there)."""
-        key = (int(self._class_of[task]), dataset)
-        pools = self._holders_cache.get(key)
-        if pools is None:
-            sites = {
+        sites = self._holder_sites.get(dataset)
+        if sites is None:
+            sites = [
                 self.network.site_index(s)
                 for s in self.network.dataset(self.tasks.datasets[dataset]).sites
-            }
-            pools = [p for p in ranking.parts if int(self.pool_site[p]) in sites]
-            self._holders_cache[key] = pools
-        return pools
+            ]
+            self._holder_sites[dataset] = sites
+        parts = ranking.parts
+        return [p for s in sites for p in self._site_pools[s] if p in parts]
 
     def _fetch(self, holders: IntArray, region: int, size_gb: float) -> tuple[float, float, int]:
         """(seconds, egress money, source region) of bringing `size_gb` to `region`: the
