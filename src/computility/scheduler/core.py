@@ -317,7 +317,7 @@ class Scheduler:
                 queues = self.queues
                 demand = self._gpu_l[task] or self._cpus_l[task]
                 moving = placement.choose_moving(
-                    task, now, lambda p: queues[p].free - queues[p]._q_total >= demand
+                    task, now, lambda p: queues[p].free - queues[p]._q_total >= demand, queues
                 )
             if moving is not None:
                 choice = moving

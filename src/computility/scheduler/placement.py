@@ -35,9 +35,9 @@ them, else (work queued + work left on running tasks) / capacity, the fluid appr
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -132,6 +132,13 @@ class Candidates:
     src_region: IntArray
     latency_ms: FloatArray
     score: FloatArray
+
+
+class Room(Protocol):
+    """What `choose_moving` reads of a pool's queue: units free, and units already queued."""
+
+    free: int
+    _q_total: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,6 +245,8 @@ class Placement:
         self._location_row = [demand_ids.get(name, NO_INDEX) for name in workload.locations]
         self._class_of, self._class_mask = self._feasibility_classes()
         self.feasible_count: IntArray = self._class_mask.sum(axis=1)[self._class_of]
+        self._class_l: list[int] = self._class_of.tolist()
+        self._speed_l: list[int] = speed.task_class.tolist()
 
     # ------------------------------------------------------------------ feasibility
 
@@ -423,7 +432,7 @@ class Placement:
     def _ranking(self, task: int, now: float) -> _Ranking:
         hour = math.floor(self.cost.base_hours + now / SECONDS_PER_HOUR) % self.cost.hours
         loc = self.user_location(task) if self.policy == "nearest" else NO_INDEX
-        key = (int(self._class_of[task]), int(self.speed.task_class[task]), hour, loc)
+        key = (self._class_l[task], self._speed_l[task], hour, loc)
         ranking = self._orders.get(key)
         if ranking is None:
             ranking = self._rank_statically(task, now)
@@ -462,7 +471,7 @@ class Placement:
         return _Ranking(ranked, parts)
 
     def choose_moving(
-        self, task: int, now: float, room: Callable[[int], bool]
+        self, task: int, now: float, room: Callable[[int], bool], spare: Sequence[Room]
     ) -> Choice | None:
         """The large-network decision for a task whose input must move to most candidates.
 
@@ -479,13 +488,15 @@ class Placement:
         if holders is None:
             return None
         candidates = [p for p in self._holder_pools(task, ds, ranking) if room(p)]
+        demand = int(t.gpu_milli[task]) or int(t.cpus[task])
         taken = 0
         for p in ranking.order:
-            if taken >= PRUNED_CANDIDATES:
-                break
-            if room(p):
+            q = spare[p]
+            if q.free - q._q_total >= demand:
                 candidates.append(p)
                 taken += 1
+                if taken >= PRUNED_CANDIDATES:
+                    break
         if not candidates:
             return None
         size = float(t.data_gb[task])
