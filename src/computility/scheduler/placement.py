@@ -93,9 +93,6 @@ PRUNED_CANDIDATES: Final = 16
 room anywhere) is scored among the first this many pools of its ranking plus the first this many
 with room now."""
 
-RANKED_POOLS: Final = 256
-"""A cached ranking keeps its best this many pools (memory: thousands of rankings are cached on a
-national network); when none of them has room, the task is scored in full over every candidate."""
 
 REFERENCE_RUN_S: Final = 3600.0
 STATIC_POLICIES: Final = frozenset({"cheapest", "fastest", "greenest", "balanced", "nearest"})
@@ -459,7 +456,7 @@ class Placement:
             score = self._policy_score(
                 task, pools, finish, price, latency, _NO_LOAD, math.nan, now
             )[0]
-        ranked: list[int] = pools[np.argsort(score, kind="stable")][:RANKED_POOLS].tolist()
+        ranked: list[int] = pools[np.argsort(score, kind="stable")].tolist()
         parts = dict(
             zip(
                 pools.tolist(),
