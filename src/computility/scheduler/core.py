@@ -127,6 +127,9 @@ class Scheduler:
             np.zeros(len(self.queues)),
         )
         self._lv_stale: set[int] = set()
+        self._spare = self._lv_capacity.copy()
+        self._spare_stale: set[int] = set()
+        self._factor_arrays: dict[int, NDArray[np.float64]] = {}
         self.watch: int | None = None
         """A task to explain: its placement at decision time, and, if it then has to wait,
         why and until when (`explanations`)."""
@@ -217,6 +220,7 @@ class Scheduler:
         if self._fair is not None:
             self._refair(now, touched)
         self._lv_stale |= touched
+        self._spare_stale |= touched
         queues = self.queues
         for p in sorted(touched) if len(touched) > 1 else touched:
             queue = queues[p]
@@ -314,10 +318,8 @@ class Scheduler:
                     return self._send(task, pool, touched)
             moving = None
             if self._moving_fast[task] and allow_hold:
-                queues = self.queues
-                demand = self._gpu_l[task] or self._cpus_l[task]
                 moving = placement.choose_moving(
-                    task, now, lambda p: queues[p].free - queues[p]._q_total >= demand, queues
+                    task, now, self.spare(), self._gpu_l[task] or self._cpus_l[task]
                 )
             if moving is not None:
                 choice = moving
@@ -356,51 +358,44 @@ class Scheduler:
         site, p = self.placement.network.pools[pool]
         self.explanations[-1] = mark_chosen(last, site.id, p.id)
 
-    def _first_with_room(self, task: int, order: list[int], now: float) -> int:
+    def _first_with_room(self, task: int, order: NDArray[np.int64], now: float) -> int:
         """The best-ranked pool that can start `task` now and (if it has a deadline) finish by
         it; -1 if none can.
 
-        Every pool of one ranking is of the task's kind, so its demand is one number; a pool's
-        room is read straight from its queue's counters (free units less units queued).
+        Every pool of one ranking is of the task's kind, so its demand is one number; which
+        pools have room is one vector comparison over the ranking, however deep the first
+        pool with room lies.
         """
-        queues = self.queues
-        deadline = self._deadline_l[task]
         demand = self._gpu_l[task] or self._cpus_l[task]
+        spare = self.spare()
+        room = spare[order] >= demand
+        deadline = self._deadline_l[task]
         if deadline == deadline:  # not NaN: the run must also end by the deadline
-            run = self.run_s_stated[task]
-            factors = self._factors_of(task)
-            for p in order:
-                q = queues[p]
-                if q.free - q._q_total >= demand and now + run * factors[p] <= deadline:
-                    return p
-            return -1
-        for p in order:
-            q = queues[p]
-            if q.free - q._q_total >= demand:
-                return p
-        return -1
+            factors = self._factor_array(task)
+            room &= now + self.run_s_stated[task] * factors[order] <= deadline
+        first = int(room.argmax()) if room.shape[0] else 0
+        return int(order[first]) if room.shape[0] and room[first] else -1
 
-    def _pruned(self, task: int, order: list[int]) -> NDArray[np.int64] | None:
+    def spare(self) -> NDArray[np.int64]:
+        """Units of each pool neither busy nor asked for by its queue, as of now."""
+        spare = self._spare
+        queues = self.queues
+        for p in self._spare_stale | self._touched:
+            q = queues[p]
+            spare[p] = q.free - q._q_total
+        self._spare_stale = set()
+        return spare
+
+    def _pruned(self, task: int, order: NDArray[np.int64]) -> NDArray[np.int64] | None:
         """The candidates a large network scores in full: its best-ranked pools, and the
         best-ranked of those with room now; None when no pool of the ranking has room (then
         every candidate is scored)."""
         k = PRUNED_CANDIDATES
-        queues = self.queues
         demand = self._gpu_l[task] or self._cpus_l[task]
-        chosen = list(order[:k])
-        room = sum(1 for p in chosen if queues[p].free - queues[p]._q_total >= demand)
-        extra = 0
-        for p in order[k:]:
-            if extra >= k:
-                break
-            q = queues[p]
-            if q.free - q._q_total >= demand:
-                chosen.append(p)
-                extra += 1
-        if room + extra == 0:
+        with_room = order[self.spare()[order] >= demand]
+        if with_room.shape[0] == 0:
             return None
-        chosen.sort()
-        return np.array(chosen, np.int64)
+        return np.union1d(order[:k], with_room[:k])
 
     def _send(self, task: int, pool: int, touched: set[int]) -> list[Decision]:
         """Place `task` on `pool` to queue now (the large-network path's decision)."""
@@ -410,6 +405,16 @@ class Scheduler:
         self._req_l[task] = float(self.tasks.requested[task]) * factor
         self._enqueue(task, pool, touched)
         return []
+
+    def _factor_array(self, task: int) -> NDArray[np.float64]:
+        assert self.placement is not None
+        speed = self.placement.speed
+        row = int(speed.task_class[task])
+        factors = self._factor_arrays.get(row)
+        if factors is None:
+            factors = speed.factors[row]
+            self._factor_arrays[row] = factors
+        return factors
 
     def _factors_of(self, task: int) -> list[float]:
         assert self.placement is not None

@@ -35,12 +35,13 @@ them, else (work queued + work left on running tasks) / capacity, the fluid appr
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
+from numpy.typing import NDArray
 
 from computility.domain.cost import SECONDS_PER_HOUR, CostModel, Price
 from computility.domain.network import Network
@@ -131,19 +132,12 @@ class Candidates:
     score: FloatArray
 
 
-class Room(Protocol):
-    """What `choose_moving` reads of a pool's queue: units free, and units already queued."""
-
-    free: int
-    _q_total: int
-
-
 @dataclass(frozen=True, slots=True)
 class _Ranking:
     """A cached best-first ranking and, per candidate pool, its figures for the reference run:
     (run s, money, carbon kg, latency ms)."""
 
-    order: list[int]
+    order: IntArray
     parts: dict[int, tuple[float, float, float, float]]
 
 
@@ -415,7 +409,7 @@ class Placement:
 
     # ------------------------------------------------------------------ large networks
 
-    def static_order(self, task: int, now: float) -> list[int]:
+    def static_order(self, task: int, now: float) -> NDArray[np.int64]:
         """Candidate pools of `task` best first, as the policy ranks them with no queue wait.
 
         The ranking depends only on the kind of task (feasibility and speed class, and the
@@ -442,7 +436,7 @@ class Placement:
         factor = self.speed.of(task)[pools]
         pools, factor = pools[np.isfinite(factor)], factor[np.isfinite(factor)]
         if pools.shape[0] == 0:
-            return _Ranking([], {})
+            return _Ranking(np.zeros(0, np.int64), {})
         demand = np.where(self.pool_is_cpu[pools], t.cpus[task], t.gpu_milli[task])
         run = REFERENCE_RUN_S * factor
         finish = run[None, :]
@@ -456,7 +450,7 @@ class Placement:
             score = self._policy_score(
                 task, pools, finish, price, latency, _NO_LOAD, math.nan, now
             )[0]
-        ranked: list[int] = pools[np.argsort(score, kind="stable")].tolist()
+        ranked = pools[np.argsort(score, kind="stable")]
         parts = dict(
             zip(
                 pools.tolist(),
@@ -468,15 +462,16 @@ class Placement:
         return _Ranking(ranked, parts)
 
     def choose_moving(
-        self, task: int, now: float, room: Callable[[int], bool], spare: Sequence[Room]
+        self, task: int, now: float, spare: IntArray, demand: int
     ) -> Choice | None:
         """The large-network decision for a task whose input must move to most candidates.
 
-        Candidates are the pools with `room` at the sites holding its data, and the first
-        `PRUNED_CANDIDATES` pools with room in its ranking. Each is priced from the ranking's
-        cached figures for a reference run, scaled to the task's run time, plus the transfer
-        time and egress of its data there, and the policy picks among them exactly as in
-        `score` with no queue wait. None when no candidate has room (then it is scored in full).
+        Candidates are the pools with room (`spare` units >= its `demand`) at the sites holding
+        its data, and the first `PRUNED_CANDIDATES` pools with room in its ranking. Each is
+        priced from the ranking's cached figures for a reference run, scaled to the task's run
+        time, plus the transfer time and egress of its data there, and the policy picks among
+        them exactly as in `score` with no queue wait. None when no candidate has room (then
+        it is scored in full).
         """
         t = self.tasks
         ranking = self._ranking(task, now)
@@ -484,16 +479,9 @@ class Placement:
         holders = self._dataset_regions[ds]
         if holders is None:
             return None
-        candidates = [p for p in self._holder_pools(task, ds, ranking) if room(p)]
-        demand = int(t.gpu_milli[task]) or int(t.cpus[task])
-        taken = 0
-        for p in ranking.order:
-            q = spare[p]
-            if q.free - q._q_total >= demand:
-                candidates.append(p)
-                taken += 1
-                if taken >= PRUNED_CANDIDATES:
-                    break
+        candidates = [p for p in self._holder_pools(task, ds, ranking) if spare[p] >= demand]
+        order = ranking.order
+        candidates += order[spare[order] >= demand][:PRUNED_CANDIDATES].tolist()
         if not candidates:
             return None
         size = float(t.data_gb[task])
