@@ -129,6 +129,7 @@ class Scheduler:
         self._lv_stale: set[int] = set()
         self._spare = self._lv_capacity.copy()
         self._spare_stale: set[int] = set()
+        self._alone: list[tuple[int, int]] = []  # (pool, task) started without a pass
         self._factor_arrays: dict[int, NDArray[np.float64]] = {}
         self.watch: int | None = None
         """A task to explain: its placement at decision time, and, if it then has to wait,
@@ -231,6 +232,13 @@ class Scheduler:
                 decisions.append(StartTasks(p, started))
                 if self._fair is not None:
                     self._charge(p, started, now)
+        if self._alone:
+            for pool, task in self._alone:
+                started = np.array([task], np.int64)
+                decisions.append(StartTasks(pool, started))
+                if self._fair is not None:
+                    self._charge(pool, started, now)
+            self._alone = []
         if self.watch is not None and self._watch_pending and self.explanations:
             self._explain_wait(now)
         return decisions
@@ -297,8 +305,13 @@ class Scheduler:
 
     def _enqueue(self, task: int, pool: int, touched: set[int]) -> None:
         demand = self._cpus_l[task] if self.pools[pool].is_cpu else self._gpu_l[task]
-        self.queues[pool].enqueue_one(task, demand, self._req_l[task])
+        queue = self.queues[pool]
         touched.add(pool)
+        if queue.starts_alone and not queue._q_len and queue.free >= demand:
+            queue.start_alone(task, demand, self._req_l[task], self._now)
+            self._alone.append((pool, task))
+            return
+        queue.enqueue_one(task, demand, self._req_l[task])
 
     def _place(self, task: int, touched: set[int], allow_hold: bool = True) -> list[Decision]:
         """Score `task` and send it to its pool now, or hold it until its time comes."""

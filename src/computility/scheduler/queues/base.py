@@ -29,6 +29,10 @@ class PoolQueue(ABC):
     """
 
     name: str = ""
+    starts_alone: bool = True
+    """Whether a task arriving at an empty line that fits may start at once without a pass
+    (`start_alone`): true of every discipline that keeps no plan beyond its line."""
+
     leaves_holes: bool = False
     """Whether tasks leaving the middle of the line leave a hole instead of closing the gap.
 
@@ -275,6 +279,19 @@ class PoolQueue(ABC):
         self._q_total -= taken
         self._drop_queued(positions)
         return started
+
+    def start_alone(self, task: int, demand: int, requested: float, now: float) -> None:
+        """Start `task` now: it arrived at an empty line and fits, so a pass would start it.
+
+        The caller checks both conditions; skipping the line saves a placement on a large,
+        lightly queued network most of its bookkeeping.
+        """
+        end = now + requested
+        self._running[task] = (end, demand)
+        insort(self._by_end, (end, task, demand))
+        self._end_units += demand * end
+        self.free -= demand
+        self._on_compact()  # a remembered scan position refers to a line that has moved on
 
     def release(self, tasks: NDArray[np.int64] | Sequence[int], now: float) -> None:
         """Running tasks ended: give their units back."""

@@ -19,6 +19,7 @@ class ConservativeQueue(PoolQueue):
     """Reservations for all waiting tasks; starts are the reservations whose time has come."""
 
     name = "conservative"
+    starts_alone = False  # its plan of free units must see every start
 
     def __init__(self, capacity: int) -> None:
         super().__init__(capacity)
