@@ -42,7 +42,10 @@ Approximations of the class model, against per-task scoring (`Placement.score`):
 
 The objective of the assignment is the sum over placed tasks of their class's cost on their pool
 plus, per task left unplaced, `UNPLACED_PENALTY` times the costliest candidate of its class: a
-solver then leaves a task out only where capacity runs out, never to save cost.
+solver then leaves a task out only where capacity runs out, never to save cost. Where a group of
+pools cannot hold its share of the batch, which tasks wait for the next batch follows from that
+objective (the exact solve) or from the fill order (smallest first), so the largest tasks tend to
+wait: a batch trades them for more tasks placed now.
 """
 
 from __future__ import annotations
@@ -84,12 +87,13 @@ SOLVERS: Final = ("auto", "ortools", "highs")
 _CHUNK_ENTRIES: Final = 1 << 16
 """(class, pool) entries priced at once: temporaries of this size stay in cache."""
 _LP_SEED_ARCS: Final = 4
-_LP_ADD_ARCS: Final = 16
+_FLOW_SEED_ARCS: Final = 16
+_LP_ADD_ARCS: Final = 64
 _LP_MAX_ROUNDS: Final = 100
 _LP_TOL: Final = 1e-9
 _UNIT_TOL: Final = 1e-6
-_OR_TOOLS_SCALE_MAX: Final = 2.0**31
-"""Largest integer cost handed to OR-Tools: far from int64 overflow in its cost scaling."""
+_OR_TOOLS_COST_BITS: Final = 46
+_OR_TOOLS_SLACK: Final = 1e-5
 
 
 # ---------------------------------------------------------------------------------------- data
@@ -243,9 +247,11 @@ class Assignment:
         bound: a lower bound on the objective of any assignment of the batch (nan: none).
         solver: what produced it.
         wall_s: seconds it took (classification not included).
-        rounded_out: tasks the LP placed that rounding down dropped (0 when integral).
-        left_by_rounding: of those, how many no pool could take afterwards.
+        rounded_out: tasks the LP placed (in part) that rounding down dropped (0 when integral);
+            they are placed again, cheapest first, where capacity is left.
+        left_by_rounding: tasks unplaced beyond those the LP itself left out (rounded up).
         lp_value: the LP optimum (nan when no LP was solved).
+        lp_unplaced: tasks the LP left out, a fraction where its optimum splits tasks.
         rounds: LP solves of the column generation (0 when none).
         kept: the solution kept by `exact_assign` (``optimal``, ``rounded`` or ``greedy``).
     """
@@ -266,6 +272,7 @@ class Assignment:
     lp_value: float = math.nan
     rounds: int = 0
     kept: str = ""
+    lp_unplaced: float = math.nan
 
     @property
     def gap(self) -> float:
@@ -379,7 +386,6 @@ def classify(
     min_allowed = np.minimum.reduceat(allowed[order], starts) if n else np.zeros(0)
     demand = np.where(gpu > 0, gpu, cpus)[first]
     info = _ClassInfo(
-        rep=rows[first],
         mean_run=mean_run,
         min_run=min_run,
         min_allowed=min_allowed,
@@ -421,9 +427,8 @@ def classify(
 
 @dataclass(frozen=True, slots=True)
 class _ClassInfo:
-    """Per class: its representative task and the figures its costs are computed from."""
+    """Per class: the figures its costs are computed from."""
 
-    rep: IntArray
     mean_run: FloatArray
     min_run: FloatArray
     min_allowed: FloatArray
@@ -553,9 +558,9 @@ class _Pricer:
         transfer = np.zeros((k, m))
         moved = np.zeros((k, m)) if exact else transfer
         egress = np.zeros((k, m))  # per GB where exact, else the money it costs
-        data = bool(np.any(self.src[classes] >= 0)) or any(
-            int(c) in self.holders for c in classes
-        ) if self.holders else bool(np.any(self.src[classes] >= 0))
+        data = bool(np.any(self.src[classes] >= 0)) or bool(
+            self.holders and np.isin(classes, list(self.holders)).any()
+        )
         if data:
             single = np.flatnonzero(self.src[classes] >= 0)
             src = self.src[classes[single]]
@@ -654,8 +659,9 @@ def greedy_fill(
 ) -> Assignment:
     """Place every class's tasks in one pass over classes, never over-committing a pool.
 
-    Classes go most constrained first (fewest candidate pools, then most units per task), so
-    large and narrow tasks find room before small, flexible ones take it. Each class is filled
+    Classes go most constrained first (fewest candidate pools), then smallest first: the
+    objective counts tasks, so where a group of pools cannot hold the whole batch, the fewest
+    tasks are left out when the largest are (they wait for the next batch). Each class is filled
     the way its policy orders pools (the cost-valuing policies and ``nearest``: best-first by the
     class's cost row; ``least_loaded``: water-filling on spare share; ``random``: uniform draws
     among pools with room; ``round_robin``: cycling on from the last pool chosen), each pool
@@ -682,10 +688,12 @@ def _fill(
     free: IntArray,
     policy: str,
     rng: np.random.Generator,
+    order: IntArray | None = None,
 ) -> tuple[IntArray, IntArray, IntArray]:
-    """Arcs (class, pool, tasks) of the fill; `free` is reduced in place."""
-    width = np.array([classes.blocks[b].pools.shape[0] for b in classes.block_of], np.int64)
-    order = np.lexsort((-classes.demand, width))
+    """Arcs (class, pool, tasks) of the fill, classes in `order`; `free` is reduced in place."""
+    if order is None:
+        width = np.array([classes.blocks[b].pools.shape[0] for b in classes.block_of], np.int64)
+        order = np.lexsort((classes.demand, width))
     best_first = policy not in ("least_loaded", "random", "round_robin")
     # Each class's cheapest pool, found for all classes at once: where it still holds the whole
     # class (the common case) the class is placed without touching its row again.
@@ -784,7 +792,9 @@ def _water_fill(
         t: IntArray = np.clip(k, 0, room)
         return t
 
-    lo, hi = float(share[ok].min()) - float(step[ok].max()) * (n + 1) - 1.0, float(share.max())
+    # Invariant: at least n offers are >= lo, fewer than n are >= hi.
+    lo = float(share[ok].min()) - float(step[ok].max()) * (n + 1) - 1.0
+    hi = float(share[ok].max()) + float(step[ok].max())
     for _ in range(100):
         mid = 0.5 * (lo + hi)
         if mid in (lo, hi):
@@ -867,50 +877,61 @@ def exact_assign(
 ) -> Assignment:
     """The least-cost assignment of the batch's classes to pools, with a lower bound.
 
-    Where every class using a pool needs the same units there, capacity is one resource counted
-    in tasks and the problem is a min-cost flow (classes -> pools -> sink, plus an "unplaced"
-    arc per class): OR-Tools' `SimpleMinCostFlow` solves it when installed (the ``ortools``
-    extra), else HiGHS solves the same network as an LP, whose basic optimum is integral
-    (a transportation matrix is totally unimodular); both are optimal. Otherwise HiGHS solves
-    the LP relaxation (x_cp >= 0 tasks of class c on pool p, sum_p x_cp + u_c = n_c,
-    sum_c d_c x_cp <= free_p), which is rounded down, the dropped tasks placed best-first into
-    what capacity is left, and the result compared with the best-first fill of the whole batch:
-    the cheaper one is kept.
+    Flow is counted in *flow units*. Where every class that may use a pool needs the same units
+    there, a flow unit is one task and the problem is a min-cost flow (classes -> pools -> sink,
+    plus an "unplaced" arc per class) whose optimum is integral: the answer is optimal. Otherwise
+    a flow unit is the greatest common divisor g of the demands that share pools (a core; a whole
+    accelerator when every task takes whole ones), a task of class c is d_c / g units, and the
+    same network is the LP relaxation (x_cp >= 0 tasks of class c on pool p; sum_p x_cp + u_c =
+    n_c; sum_c d_c x_cp <= free_p, here floor(free_p / g) units, which no integral assignment
+    exceeds either). Its optimum, integral in units but not in tasks, is rounded down, the
+    dropped tasks placed cheapest-first into what capacity is left, and the result compared with
+    the cheapest-first fill of the whole batch: the cheaper is kept (`Assignment.kept`).
 
-    The LP is solved by column generation over every feasible arc: a few cheapest arcs per
-    class first, then, after each solve, every arc priced with the duals and those with negative
-    reduced cost added, until none is left; so its optimum is that of the unpruned LP. The bound
-    reported is the Lagrangian dual value at the final capacity prices, computed over all arcs:
-    a lower bound on any assignment's objective whatever the solve did (equal to the LP optimum
-    when it converged). With OR-Tools the costs are integers (scaled); the bound is the integer
-    optimum less the largest rounding the scaling can make.
+    Solvers, over every feasible arc, so the bound holds for the unpruned problem:
+
+    - ``ortools``: OR-Tools' `SimpleMinCostFlow` (the ``ortools`` extra), on integer costs
+      scaled to 2^-(about 40) of the largest; the bound is its optimum less the most that
+      rounding the costs can have taken off (half a scaled unit per flow unit).
+    - ``highs``: scipy's HiGHS on the same LP by column generation: the cheapest arcs of each
+      class and the arcs of the cheapest-first fill first, then, after each solve, the arcs of
+      negative reduced cost under its duals, until there are none. The bound is the Lagrangian
+      dual value at the final capacity prices, computed over every arc: below any assignment's
+      objective whatever the solve did, and equal to the LP optimum when it converged.
+    - ``auto``: ``ortools`` when installed, else ``highs``.
 
     Args:
         classes: the batch, from `classify` or `TaskClasses.from_matrix`.
         free_units: units free on every pool now; not modified.
-        solver: ``auto`` (OR-Tools where the flow applies and it is installed, else HiGHS),
-            ``ortools`` (the flow only; refused when capacity is not one resource or the extra
-            is missing) or ``highs``.
+        solver: ``auto``, ``ortools`` or ``highs``.
     """
     if solver not in SOLVERS:
         raise ValueError(f"unknown solver '{solver}' (choose from {', '.join(SOLVERS)})")
     t0 = time.perf_counter()
     free = np.asarray(free_units, np.int64)
-    pool_demand = _pool_demand(classes)
-    flow = pool_demand is not None
     or_tools = _or_tools()
-    if solver == "ortools":
-        if not flow:
-            raise ValueError("the min-cost flow needs one demand per pool; use solver='highs'")
-        if or_tools is None:
-            raise ValueError("OR-Tools is not installed (pip install 'computility[ortools]')")
-    if flow and or_tools is not None and solver in ("auto", "ortools"):
-        assert pool_demand is not None
-        return _solve_or_tools(or_tools, classes, free // np.maximum(pool_demand, 1), t0)
-    if flow:
-        assert pool_demand is not None
-        return _solve_lp(classes, free, free // np.maximum(pool_demand, 1), t0, integral=True)
-    return _solve_lp(classes, free, free, t0, integral=False)
+    if solver == "ortools" and or_tools is None:
+        raise ValueError("OR-Tools is not installed (pip install 'computility[ortools]')")
+    per_task, cap, integral = _flow_units(classes, free)
+    if or_tools is not None and solver in ("auto", "ortools"):
+        flow, lp_value, bound, rounds = _solve_or_tools(or_tools, classes, per_task, cap, free)
+        name = "min-cost flow (OR-Tools)"
+        if not integral:
+            name = "LP relaxation as a min-cost flow (OR-Tools)"
+    else:
+        flow, lp_value, bound, rounds = _solve_highs(classes, per_task, cap, free)
+        name = "min-cost flow as LP (HiGHS)" if integral else "LP relaxation (HiGHS)"
+    cls, pool, units = flow
+    tasks = units / per_task[cls]
+    if integral and bool(np.all(np.abs(tasks - np.rint(tasks)) <= _UNIT_TOL)):
+        whole = np.rint(tasks).astype(np.int64)
+        hit = whole > 0
+        return _assignment(
+            classes, cls[hit], pool[hit], whole[hit], solver=name, t0=t0, bound=bound,
+            kept="optimal", lp_value=lp_value, rounds=rounds,
+            lp_unplaced=float(classes.count.sum() - whole.sum()),
+        )
+    return _rounded(classes, free, cls, pool, tasks, name, t0, bound, lp_value, rounds)
 
 
 def _or_tools() -> Any:
@@ -921,87 +942,182 @@ def _or_tools() -> Any:
         return None
 
 
-def _pool_demand(classes: TaskClasses) -> IntArray | None:
-    """Per pool, the one demand of every class that may use it; None where some pool has two."""
-    lo = np.full(classes.n_pools, np.iinfo(np.int64).max, np.int64)
-    hi = np.zeros(classes.n_pools, np.int64)
-    for block in classes.blocks:
-        if not block.classes.shape[0] or not block.pools.shape[0]:
-            continue
+def _flow_units(classes: TaskClasses, free: IntArray) -> tuple[IntArray, IntArray, bool]:
+    """Flow units per task of each class, pool capacities in flow units, and whether a flow
+    unit is one task everywhere (so that a min-cost flow's integral optimum places whole tasks).
+    """
+    n_pools = classes.n_pools
+    blocks = [b for b in classes.blocks if b.classes.shape[0] and b.pools.shape[0]]
+    lo = np.full(n_pools, np.iinfo(np.int64).max, np.int64)
+    hi = np.zeros(n_pools, np.int64)
+    for block in blocks:
         d = classes.demand[block.classes]
         lo[block.pools] = np.minimum(lo[block.pools], int(d.min()))
         hi[block.pools] = np.maximum(hi[block.pools], int(d.max()))
     used = hi > 0
-    if np.any(lo[used] != hi[used]):
-        return None
-    out: IntArray = np.where(used, hi, 1)
-    return out
+    if not np.any(lo[used] != hi[used]):
+        return np.ones(classes.n_classes, np.int64), free // np.where(used, hi, 1), True
+    # Blocks that share a pool must count in one unit: join them (union-find over blocks).
+    parent = list(range(len(blocks)))
+
+    def root(b: int) -> int:
+        while parent[b] != b:
+            parent[b] = parent[parent[b]]
+            b = parent[b]
+        return b
+
+    owner = np.full(n_pools, -1, np.int64)
+    for b, block in enumerate(blocks):
+        for other in np.unique(owner[block.pools]).tolist():
+            if other >= 0:
+                parent[root(other)] = root(b)
+        owner[block.pools] = b
+    step: dict[int, int] = {}
+    for b, block in enumerate(blocks):
+        r = root(b)
+        step[r] = int(np.gcd.reduce(classes.demand[block.classes], initial=step.get(r, 0)))
+    unit = np.ones(n_pools, np.int64)
+    per_task = np.ones(classes.n_classes, np.int64)
+    for b, block in enumerate(blocks):
+        g = step[root(b)]
+        per_task[block.classes] = classes.demand[block.classes] // g
+        unit[block.pools] = g
+    return per_task, free // unit, False
 
 
-def _all_arcs(classes: TaskClasses) -> tuple[IntArray, IntArray, FloatArray]:
-    cls_l, pool_l, cost_l = [], [], []
-    for block in classes.blocks:
-        r, col = np.nonzero(np.isfinite(block.cost))
-        cls_l.append(block.classes[r])
-        pool_l.append(block.pools[col])
-        cost_l.append(block.cost[r, col])
-    if not cls_l:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
-    return np.concatenate(cls_l), np.concatenate(pool_l), np.concatenate(cost_l)
+def _solve_or_tools(
+    mod: Any, classes: TaskClasses, per_task: IntArray, cap: IntArray, free: IntArray
+) -> tuple[tuple[IntArray, IntArray, FloatArray], float, float, int]:
+    """Column generation with OR-Tools: flow (class, pool, units), value, bound, solves.
 
-
-def _solve_or_tools(mod: Any, classes: TaskClasses, cap: IntArray, t0: float) -> Assignment:
+    Each solve is over a restricted set of arcs (each class's cheapest, the cheapest-first
+    fill's, and those priced in since). `SimpleMinCostFlow` reports no duals, so the capacity
+    prices are recovered from its optimal flow: a pool's price is its shortest distance to the
+    sink in the residual network (Bellman-Ford; an optimal flow leaves no negative cycle).
+    Arcs of negative reduced cost under them are added until none is left.
+    """
     n_cls, n_pools = classes.n_classes, classes.n_pools
-    cls, pool, cost = _all_arcs(classes)
-    pen = classes.penalty
-    top = max(float(pen.max()) if pen.shape[0] else 1.0, 1e-300)
-    scale = _OR_TOOLS_SCALE_MAX / top
+    q = per_task.astype(np.float64)
+    supply = classes.count * per_task
+    total = int(supply.sum())
+    pen_unit = classes.penalty / np.maximum(q, 1.0)
+    top = max(float(pen_unit.max()) if n_cls else 1.0, 1e-300)
+    # Costs become integers at a scale where rounding them can move the optimum by at most
+    # _OR_TOOLS_SLACK of a lower bound (the class-by-class best, ignoring capacity): finer would
+    # only add phases to OR-Tools' cost scaling. The largest cost stays far from int64 overflow.
+    floor = _dual_bound(classes, np.zeros(n_pools), q, cap)
+    scale = 0.5 * max(total, 1) / max(_OR_TOOLS_SLACK * floor, 1e-300)
+    scale = min(scale, 2.0**_OR_TOOLS_COST_BITS / top)
+    pen_int = np.rint(pen_unit * scale)
+    inset = _seed_arcs(classes, free, _FLOW_SEED_ARCS)
     sink = n_cls + n_pools
-    c_ids = np.arange(n_cls, dtype=np.int64)
-    p_ids = np.arange(n_pools, dtype=np.int64)
-    tails = np.concatenate((cls, c_ids, n_cls + p_ids)).astype(np.int32)
-    heads = np.concatenate((n_cls + pool, np.full(n_cls, sink), np.full(n_pools, sink)))
-    caps = np.concatenate((classes.count[cls], classes.count, cap)).astype(np.int64)
-    unit = np.concatenate((np.rint(cost * scale), np.rint(pen * scale), np.zeros(n_pools)))
-    smcf = mod.SimpleMinCostFlow()
-    smcf.add_arcs_with_capacity_and_unit_cost(
-        tails, heads.astype(np.int32), caps, unit.astype(np.int64)
+    supplies = np.concatenate((supply, np.zeros(n_pools, np.int64), [-total])).astype(np.int64)
+    lam = np.zeros(n_pools)
+    rounds = 0
+    cls = pool = np.zeros(0, np.int64)
+    flows = np.zeros(0)
+    for rounds in range(1, _LP_MAX_ROUNDS + 1):  # noqa: B007
+        cls, pool, cost = _arcs_in(classes, inset)
+        unit = np.rint(cost / q[cls] * scale)
+        smcf = mod.SimpleMinCostFlow()
+        smcf.add_arcs_with_capacity_and_unit_cost(
+            np.concatenate((cls, np.arange(n_cls), n_cls + np.arange(n_pools))).astype(np.int32),
+            np.concatenate((n_cls + pool, np.full(n_cls, sink), np.full(n_pools, sink))).astype(
+                np.int32
+            ),
+            np.concatenate((supply[cls], supply, cap)).astype(np.int64),
+            np.concatenate((unit, pen_int, np.zeros(n_pools))).astype(np.int64),
+        )
+        smcf.set_nodes_supplies(np.arange(sink + 1, dtype=np.int32), supplies)
+        status = smcf.solve()
+        if status != smcf.OPTIMAL:
+            raise RuntimeError(f"OR-Tools min-cost flow ended with status {status}")
+        flows = np.asarray(smcf.flows(np.arange(cls.shape[0], dtype=np.int32)), np.float64)
+        d_cls, d_pool = _distances_to_sink(
+            cls, pool, unit, flows, supply, pen_int, cap, n_cls, n_pools
+        )
+        lam = np.maximum(d_pool, 0.0) / scale
+        pi = q * d_cls / scale
+        if not _add_priced(classes, inset, pi, lam, q, classes.penalty):
+            break
+    bound = _dual_bound(classes, lam, q, cap)
+    placed = flows > 0
+    value = float(np.dot(flows, classes.arc_cost(cls, pool) / q[cls])) + float(
+        np.dot(supply - np.bincount(cls, weights=flows, minlength=n_cls), pen_unit)
     )
-    supply = np.concatenate((classes.count, np.zeros(n_pools, np.int64), [-classes.count.sum()]))
-    smcf.set_nodes_supplies(np.arange(sink + 1, dtype=np.int32), supply.astype(np.int64))
-    status = smcf.solve()
-    if status != smcf.OPTIMAL:
-        raise RuntimeError(f"OR-Tools min-cost flow ended with status {status}")
-    flows = np.asarray(smcf.flows(np.arange(cls.shape[0], dtype=np.int32)), np.int64)
-    tasks = int(classes.count.sum())
-    bound = float(smcf.optimal_cost()) / scale - 0.5 * tasks / scale
-    hit = flows > 0
-    return _assignment(
-        classes, cls[hit], pool[hit], flows[hit], solver="min-cost flow (OR-Tools)", t0=t0,
-        bound=bound, kept="optimal",
-    )
+    return (cls[placed], pool[placed], flows[placed]), value, bound, rounds
 
 
-def _solve_lp(
-    classes: TaskClasses, free: IntArray, cap: IntArray, t0: float, integral: bool
-) -> Assignment:
-    """Column generation on the LP; `cap` counts units (mixed demand) or tasks (`integral`)."""
-    n_cls = classes.n_classes
-    coef = np.ones(n_cls) if integral else classes.demand.astype(np.float64)
-    count = classes.count.astype(np.float64)
-    pen = classes.penalty
+def _distances_to_sink(
+    cls: IntArray,
+    pool: IntArray,
+    cost: FloatArray,
+    flow: FloatArray,
+    supply: IntArray,
+    pen: FloatArray,
+    cap: IntArray,
+    n_cls: int,
+    n_pools: int,
+) -> tuple[FloatArray, FloatArray]:
+    """Shortest distance from each class and pool node to the sink in the residual network.
+
+    Residual arcs: class -> pool while the arc has room (cost), pool -> class while it carries
+    flow (minus the cost), class -> sink while some of the class is placed (penalty), pool ->
+    sink while the pool has room (0). Relaxed all at once until nothing changes (Bellman-Ford).
+    """
+    carried = np.bincount(cls, weights=flow, minlength=n_cls)
+    into = np.bincount(pool, weights=flow, minlength=n_pools)
+    d_cls = np.where(carried > 0, pen, np.inf)
+    d_pool = np.where(into < cap, 0.0, np.inf)
+    fwd = flow < supply[cls]
+    bwd = flow > 0
+    f_cls, f_pool, f_cost = cls[fwd], pool[fwd], cost[fwd]
+    b_cls, b_pool, b_cost = cls[bwd], pool[bwd], -cost[bwd]
+    for _ in range(n_cls + n_pools + 1):
+        via = np.full(n_cls, np.inf)
+        np.minimum.at(via, f_cls, f_cost + d_pool[f_pool])
+        new_cls = np.minimum(d_cls, via)
+        back = np.full(n_pools, np.inf)
+        np.minimum.at(back, b_pool, b_cost + new_cls[b_cls])
+        new_pool = np.minimum(d_pool, back)
+        if np.array_equal(new_cls, d_cls) and np.array_equal(new_pool, d_pool):
+            break
+        d_cls, d_pool = new_cls, new_pool
+    d_pool = np.where(np.isfinite(d_pool), d_pool, 0.0)
+    return d_cls, d_pool
+
+
+def _seed_arcs(classes: TaskClasses, free: IntArray, k: int) -> list[BoolArray]:
+    """The first restricted arc set: each class's `k` cheapest arcs and the cheapest-first
+    fill's (a feasible assignment, so the first optimum is already close)."""
     inset = [np.zeros(b.cost.shape, np.bool_) for b in classes.blocks]
     for b, block in enumerate(classes.blocks):
         if block.cost.size:
-            k = min(_LP_SEED_ARCS, block.cost.shape[1])
-            seed = np.argpartition(block.cost, k - 1, axis=1)[:, :k]
+            kk = min(k, block.cost.shape[1])
+            seed = np.argpartition(block.cost, kk - 1, axis=1)[:, :kk]
             rows = np.arange(block.cost.shape[0])[:, None]
             inset[b][rows, seed] = np.isfinite(block.cost[rows, seed])
+    g_cls, g_pool, _ = _fill(classes, classes.count, free.copy(), "cheapest", _rng())
+    for c, p in zip(g_cls.tolist(), g_pool.tolist(), strict=True):
+        b = int(classes.block_of[c])
+        col = int(np.searchsorted(classes.blocks[b].pools, p))
+        inset[b][int(classes.row_of[c]), col] = True
+    return inset
+
+
+def _solve_highs(
+    classes: TaskClasses, per_task: IntArray, cap: IntArray, free: IntArray
+) -> tuple[tuple[IntArray, IntArray, FloatArray], float, float, int]:
+    """Column generation on the LP: flow (class, pool, units), LP value, bound, solves."""
+    n_cls = classes.n_classes
+    coef = per_task.astype(np.float64)
+    count = classes.count.astype(np.float64)
+    pen = classes.penalty
+    inset = _seed_arcs(classes, free, _LP_SEED_ARCS)
     lam = np.zeros(classes.n_pools)
     rounds = 0
     x = np.zeros(0)
     arc_cls = arc_pool = np.zeros(0, np.int64)
-    arc_cost = np.zeros(0)
     lp_value = math.nan
     for rounds in range(1, _LP_MAX_ROUNDS + 1):  # noqa: B007
         arc_cls, arc_pool, arc_cost = _arcs_in(classes, inset)
@@ -1011,38 +1127,57 @@ def _solve_lp(
         if not _add_priced(classes, inset, pi, lam, coef, pen):
             break
     bound = _dual_bound(classes, lam, coef, cap)
-    t_int = np.floor(x + _UNIT_TOL).astype(np.int64)
-    exact = integral and bool(np.all(np.abs(x - np.rint(x)) <= _UNIT_TOL))
-    if exact:
-        t_int = np.rint(x).astype(np.int64)
-    t_int = _repair(classes, arc_cls, arc_pool, arc_cost, t_int, free)
-    placed = np.bincount(arc_cls, weights=t_int, minlength=n_cls).astype(np.int64)
-    lp_placed = np.bincount(arc_cls, weights=x, minlength=n_cls)
-    left = classes.count - placed
-    rounded_out = int(np.rint(lp_placed.sum())) - int(placed.sum())
-    rest = free - np.bincount(arc_pool, weights=t_int * classes.demand[arc_cls],
-                              minlength=classes.n_pools).astype(np.int64)
-    extra = _fill(classes, left, rest, "cheapest", np.random.default_rng(0))
-    hit = t_int > 0
-    cls = np.concatenate((arc_cls[hit], extra[0]))
-    pool = np.concatenate((arc_pool[hit], extra[1]))
-    num = np.concatenate((t_int[hit], extra[2]))
-    cls, pool, num = _merge(cls, pool, num, classes.n_pools)
-    left_by_rounding = max(rounded_out - int(extra[2].sum()), 0)
-    name = "min-cost flow as LP (HiGHS)" if exact else "LP relaxation (HiGHS), rounded"
-    kept = "optimal" if exact else "rounded"
-    if not exact:
-        greedy = _fill(classes, classes.count, free.copy(), "cheapest", np.random.default_rng(0))
-        mine = _objective(classes, cls, pool, num)
-        other = _objective(classes, *greedy)
-        if other < mine:
-            cls, pool, num = greedy
-            kept = "greedy"
-    return _assignment(
-        classes, cls, pool, num, solver=name, t0=t0, bound=bound, kept=kept,
-        rounded_out=max(rounded_out, 0), left_by_rounding=left_by_rounding,
-        lp_value=lp_value, rounds=rounds,
+    hit = x > _LP_TOL
+    return (arc_cls[hit], arc_pool[hit], x[hit] * coef[arc_cls[hit]]), lp_value, bound, rounds
+
+
+def _rounded(
+    classes: TaskClasses,
+    free: IntArray,
+    arc_cls: IntArray,
+    arc_pool: IntArray,
+    x: FloatArray,
+    name: str,
+    t0: float,
+    bound: float,
+    lp_value: float,
+    rounds: int,
+) -> Assignment:
+    """Round an LP solution down, place what it dropped, keep the better of it and greedy."""
+    arc_cost = classes.arc_cost(arc_cls, arc_pool)
+    whole = _repair(classes, arc_cls, arc_pool, arc_cost, np.floor(x + _UNIT_TOL), free)
+    placed = np.bincount(arc_cls, weights=whole, minlength=classes.n_classes).astype(np.int64)
+    rounded_out = max(int(np.rint(x.sum())) - int(placed.sum()), 0)
+    used = np.bincount(arc_pool, weights=whole * classes.demand[arc_cls],
+                       minlength=classes.n_pools).astype(np.int64)
+    # Dropped tasks go back dearest-to-leave-out first (penalty per unit), as the LP ranks them.
+    dearest = np.argsort(-classes.penalty / classes.demand, kind="stable")
+    extra = _fill(classes, classes.count - placed, free - used, "cheapest", _rng(), dearest)
+    hit = whole > 0
+    cls, pool, num = _merge(
+        np.concatenate((arc_cls[hit], extra[0])),
+        np.concatenate((arc_pool[hit], extra[1])),
+        np.concatenate((whole[hit], extra[2])),
+        classes.n_pools,
     )
+    kept = "rounded"
+    greedy = _fill(classes, classes.count, free.copy(), "cheapest", _rng())
+    if _objective(classes, *greedy) < _objective(classes, cls, pool, num):
+        cls, pool, num = greedy
+        kept = "greedy"
+    # The LP leaves out a fraction of tasks itself; what rounding adds on top of that is its own.
+    lp_unplaced = float(classes.count.sum()) - float(x.sum())
+    unplaced = int(classes.count.sum()) - int(num.sum())
+    return _assignment(
+        classes, cls, pool, num, solver=f"{name}, rounded", t0=t0, bound=bound, kept=kept,
+        rounded_out=rounded_out,
+        left_by_rounding=max(unplaced - math.ceil(lp_unplaced - _UNIT_TOL), 0),
+        lp_value=lp_value, rounds=rounds, lp_unplaced=lp_unplaced,
+    )
+
+
+def _rng() -> np.random.Generator:
+    return np.random.default_rng(0)
 
 
 def _arcs_in(
@@ -1158,7 +1293,7 @@ def _repair(
     free: IntArray,
 ) -> IntArray:
     """Drop tasks, costliest arcs first, from any pool the rounded solution over-commits."""
-    take = take.copy()
+    take = np.asarray(take, np.int64).copy()
     need = take * classes.demand[arc_cls]
     used = np.bincount(arc_pool, weights=need, minlength=classes.n_pools)
     for p in np.flatnonzero(used > free + 0.5):
@@ -1208,6 +1343,7 @@ def _assignment(
     left_by_rounding: int = 0,
     lp_value: float = math.nan,
     rounds: int = 0,
+    lp_unplaced: float = math.nan,
 ) -> Assignment:
     placed_n = int(num.sum())
     placed_cost = float(np.dot(num, classes.arc_cost(cls, pool))) if placed_n else 0.0
@@ -1228,6 +1364,7 @@ def _assignment(
         lp_value=lp_value,
         rounds=rounds,
         kept=kept,
+        lp_unplaced=lp_unplaced,
     )
 
 
