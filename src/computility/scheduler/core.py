@@ -35,6 +35,9 @@ from computility.scheduler.placement import PRUNED_CANDIDATES, LoadView, Placeme
 from computility.scheduler.queues import PoolQueue, make_queue
 
 CPU = "cpu"
+BURST_MIN = 32
+"""From this many tasks arriving at one instant on a large network, they are placed in one
+vectorised pass rather than one by one."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +133,8 @@ class Scheduler:
         self._spare = self._lv_capacity.copy()
         self._spare_stale: set[int] = set()
         self._alone: list[tuple[int, int]] = []  # (pool, task) started without a pass
+        self.burst_placed = 0
+        """Tasks placed by the vectorised burst path (`_place_burst`)."""
         self._factor_arrays: dict[int, NDArray[np.float64]] = {}
         self.watch: int | None = None
         """A task to explain: its placement at decision time, and, if it then has to wait,
@@ -371,6 +376,36 @@ class Scheduler:
         site, p = self.placement.network.pools[pool]
         self.explanations[-1] = mark_chosen(last, site.id, p.id)
 
+    def _place_burst(self, tasks: NDArray[np.int64], touched: set[int]) -> set[int]:
+        """Place a burst of tasks arriving at one instant in one vectorised pass; return those
+        placed.
+
+        Only on a large network (the placement prunes), only for bursts of `BURST_MIN` or more
+        tasks the large-network path would place without scoring in full (no data to move, no
+        hold to weigh), and only into units free now: `computility.scheduler.batch.greedy_fill`
+        fills each kind of task into its best pools with room, never over-committing one. Tasks
+        it leaves out are then placed one by one, as usual.
+        """
+        placement = self.placement
+        if placement is None or not placement.prunes or tasks.shape[0] < BURST_MIN:
+            return set()
+        fast = tasks[np.asarray(self._fast, np.bool_)[tasks]]
+        if fast.shape[0] < BURST_MIN:
+            return set()
+        # Imported here: the batch module loads scipy, which only large bursts need.
+        from computility.scheduler.batch import classify, greedy_fill
+
+        spare = self.spare().copy()
+        classes = classify(placement, fast, self._now, spare)
+        pools = greedy_fill(classes, spare, placement.policy).pools()
+        placed: set[int] = set()
+        for task, pool in zip(fast.tolist(), pools.tolist(), strict=True):
+            if pool >= 0:
+                self._send(task, pool, touched)
+                placed.add(task)
+        self.burst_placed += len(placed)
+        return placed
+
     def _first_with_room(self, task: int, order: NDArray[np.int64], now: float) -> int:
         """The best-ranked pool that can start `task` now and (if it has a deadline) finish by
         it; -1 if none can.
@@ -498,11 +533,13 @@ class Scheduler:
             self.explanations.append(explain_placement(self, watch, self._now))
         chosen = self._fixed[tasks]
         if (chosen == -2).any():
+            batched = self._place_burst(tasks[chosen == -2], touched)
             # Tasks with a choice of pools must see the load left by the ones before them in
             # the same burst, exactly as if they had arrived one by one.
             out: list[Decision] = []
             for task in tasks.tolist():
-                out += self._admit((task,), touched)
+                if task not in batched:
+                    out += self._admit((task,), touched)
             return out
         self.pool_of[tasks] = chosen
         if len(self.pools) == 1 and (chosen == 0).all():
