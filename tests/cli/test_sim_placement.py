@@ -180,3 +180,14 @@ def test_explaining_a_task_changes_no_decision_even_under_the_random_policy(
     strip = [{k: v for k, v in r.items() if k not in drop} for r in plain["results"]]  # type: ignore[union-attr]
     assert strip == [{k: v for k, v in r.items() if k not in drop}
                      for r in explained["results"]]  # type: ignore[union-attr]
+
+
+def test_placement_full_scores_every_candidate_and_an_unknown_mode_is_refused() -> None:
+    full = report("--synthetic", "300", "--network", "generated:40", "--seed", "2",
+                  "--placement", "full")
+    auto = report("--synthetic", "300", "--network", "generated:40", "--seed", "2")
+    (f,) = full["results"]  # type: ignore[misc]
+    (a,) = auto["results"]  # type: ignore[misc]
+    assert f["completed"] == a["completed"] == 300
+    p = sim("--synthetic", "10", "--placement", "fastest")
+    assert p.returncode == 2 and "--placement: expected one of auto, full" in p.stderr

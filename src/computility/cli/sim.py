@@ -80,6 +80,13 @@ def sim_command(
             "out, and why it waited."
         ),
     ] = None,
+    placement: Annotated[
+        str,
+        typer.Option(
+            help="auto: large networks walk cached rankings (docs/placement.md); full: score "
+            "every candidate of every task."
+        ),
+    ] = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="One JSON report on stdout.")] = False,
     out: Annotated[Path | None, typer.Option(help="Folder for report.json, table and plots.")] = (
         None
@@ -102,6 +109,7 @@ def sim_command(
         start=start,
         arrivals=arrivals,
         explain=explain,
+        placement=placement,
     )
     if out is not None:
         check_out(out)

@@ -96,6 +96,11 @@ with room now."""
 
 
 REFERENCE_RUN_S: Final = 3600.0
+PLACEMENT_MODES: Final = ("auto", "full")
+"""How placement decides: ``auto`` takes the large-network path from `FAST_PATH_MIN_POOLS` pools
+on; ``full`` scores every candidate of every task whatever the network's size (slower on a large
+network; what the large-network path is validated against)."""
+
 STATIC_POLICIES: Final = frozenset({"cheapest", "fastest", "greenest", "balanced", "nearest"})
 """Policies whose ranking of idle candidates does not depend on load or on earlier choices."""
 """Temporal shifting looks at most a day ahead: curves repeat daily in shape."""
@@ -197,6 +202,7 @@ class Placement:
         speed: SpeedModel,
         seed: int = 0,
         rules: dict[int, SiteRules] | None = None,
+        mode: str = "auto",
     ) -> None:
         if policy not in POLICIES:
             raise ValueError(f"unknown placement policy '{policy}'")
@@ -206,6 +212,9 @@ class Placement:
         self.cost = cost
         self.speed = speed
         self.rules = rules or {}
+        if mode not in PLACEMENT_MODES:
+            raise ValueError(f"unknown placement mode '{mode}'")
+        self.mode = mode
         self._rng = np.random.default_rng(seed)
         self._last_rr = -1
         self._orders: dict[tuple[int, int, int, int], _Ranking] = {}
@@ -566,7 +575,7 @@ class Placement:
         candidates `PRUNED_CANDIDATES`); the second set are those whose input may move."""
         t = self.tasks
         n = len(t)
-        if self.policy not in STATIC_POLICIES or len(self.pool_site) < FAST_PATH_MIN_POOLS:
+        if not self._large():
             return np.zeros(n, np.bool_), np.zeros(n, np.bool_)
         moves = (_index_col(t.dataset, n) >= 0) & ~_flag_col(t.data_local, n)
         holds = np.isfinite(t.deadline) if self.policy in SHIFTING_POLICIES else np.zeros(n, bool)
@@ -575,7 +584,15 @@ class Placement:
     @property
     def prunes(self) -> bool:
         """Whether scoring in full looks only at a pruned set of candidates (large networks)."""
-        return self.policy in STATIC_POLICIES and len(self.pool_site) >= FAST_PATH_MIN_POOLS
+        return self._large()
+
+    def _large(self) -> bool:
+        """The large-network path applies: mode ``auto``, a static policy, many pools."""
+        return (
+            self.mode == "auto"
+            and self.policy in STATIC_POLICIES
+            and len(self.pool_site) >= FAST_PATH_MIN_POOLS
+        )
 
     def save_state(self) -> tuple[Mapping[str, Any], int]:
         """What scoring may change (the random policy's generator, round robin's position)."""

@@ -20,7 +20,7 @@ from computility.domain.throughput import default_throughput_table
 from computility.domain.workload import Workload
 from computility.network import load_network
 from computility.scheduler.core import PoolSlots, Scheduler
-from computility.scheduler.placement import Placement
+from computility.scheduler.placement import PLACEMENT_MODES, Placement
 from computility.scheduler.policies import DEFAULT_POLICY, PLACEMENT_POLICIES
 from computility.scheduler.queues import QUEUE_DISCIPLINES
 from computility.sim.engine import ProgressFn, Schedule, replay
@@ -56,6 +56,7 @@ class SimRequest:
     arrivals: str | None = None
     synthetic: int | None = None
     explain: int | None = None
+    placement: str = "auto"
 
     @property
     def network_spec(self) -> str:
@@ -85,6 +86,11 @@ class SimRequest:
                 raise UsageError(
                     f"--queue: unknown queue '{q}' (choose from {' '.join(QUEUE_DISCIPLINES)})"
                 )
+        if self.placement not in PLACEMENT_MODES:
+            raise UsageError(
+                f"--placement: expected one of {', '.join(PLACEMENT_MODES)}, "
+                f"got '{self.placement}'"
+            )
         if not self.policies or not self.queues:
             raise UsageError("--policy and --queue need at least one name each")
         if self.limit is not None and self.limit <= 0:
@@ -216,7 +222,9 @@ def simulate(
     for policy in req.policies:
         for queue in req.queues:
             label = f"{policy}/{queue}"
-            scheduler = network_scheduler(workload, network, policy, queue, start, req.seed)
+            scheduler = network_scheduler(
+                workload, network, policy, queue, start, req.seed, req.placement
+            )
             if req.explain is not None:
                 scheduler.watch = task_index(workload, req.explain)
             schedule = replay(
@@ -244,6 +252,7 @@ def network_scheduler(
     queue: str,
     start: datetime,
     seed: int = 0,
+    mode: str = "auto",
 ) -> Scheduler:
     """The live scheduler for `workload` on `network`: placement under `policy`, `queue` pools."""
     devices = [p.device for _, p in network.pools]
@@ -252,7 +261,7 @@ def network_scheduler(
     device_of.update({d.id: d for d in devices})
     speed = SpeedModel(workload, devices, device_of, default_throughput_table())
     placement = Placement(
-        network, workload, policy, CostModel(network, start), speed, seed=seed
+        network, workload, policy, CostModel(network, start), speed, seed=seed, mode=mode
     )
     return Scheduler(pool_slots(network), queue, workload, placement)
 
