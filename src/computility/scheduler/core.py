@@ -31,7 +31,13 @@ from computility.scheduler.explain import (
     mark_chosen,
 )
 from computility.scheduler.fairshare import FairShare
-from computility.scheduler.placement import PRUNED_CANDIDATES, LoadView, Placement
+from computility.scheduler.placement import (
+    PRUNED_CANDIDATES,
+    REFERENCE_RUN_S,
+    WEIGH_BUSY,
+    LoadView,
+    Placement,
+)
 from computility.scheduler.queues import PoolQueue, make_queue
 
 CPU = "cpu"
@@ -422,7 +428,41 @@ class Scheduler:
             factors = self._factor_array(task)
             room &= now + self.run_s_stated[task] * factors[order] <= deadline
         first = int(room.argmax()) if room.shape[0] else 0
-        return int(order[first]) if room.shape[0] and room[first] else -1
+        if not (room.shape[0] and room[first]):
+            return -1
+        if first == 0:
+            return int(order[0])
+        return self._worth_waiting(task, order[: min(first, WEIGH_BUSY)], int(order[first]), now)
+
+    def _worth_waiting(
+        self, task: int, busy: NDArray[np.int64], free_pool: int, now: float
+    ) -> int:
+        """The best of the first pool with room and the better-ranked busy pools before it,
+        each busy one with its estimated wait, scored by the policy as `Placement.score` does.
+
+        What full scoring would weigh and the bare walk does not: a better pool may be worth
+        queueing for. Figures come from the ranking's cached reference run, scaled to the task.
+        """
+        assert self.placement is not None
+        placement = self.placement
+        parts = placement.ranking(task, now).parts
+        scale = self.run_s_stated[task] / REFERENCE_RUN_S
+        deadline = self._deadline_l[task]
+        rows: list[tuple[int, float, float, float, float]] = []
+        queues = self.queues
+        for p in [*busy.tolist(), free_pool]:
+            run0, money0, carbon0, latency = parts[p]
+            wait = 0.0
+            if p != free_pool:
+                q = queues[p]
+                held = q.capacity - q.free
+                backlog = max(q._q_work, 0.0) + max(q._end_units - now * held, 0.0)
+                wait = backlog / q.capacity
+            finish = wait + run0 * scale
+            if deadline == deadline and now + finish > deadline:
+                continue
+            rows.append((p, finish, money0 * scale, carbon0 * scale, latency))
+        return placement.best_row(rows)
 
     def spare(self) -> NDArray[np.int64]:
         """Units of each pool neither busy nor asked for by its queue, as of now."""

@@ -96,6 +96,9 @@ with room now."""
 
 
 REFERENCE_RUN_S: Final = 3600.0
+WEIGH_BUSY: Final = 2
+"""How many better-ranked busy pools the large-network path weighs, with their waits, against the
+first pool with room."""
 PLACEMENT_MODES: Final = ("auto", "full")
 """How placement decides: ``auto`` takes the large-network path from `FAST_PATH_MIN_POOLS` pools
 on; ``full`` scores every candidate of every task whatever the network's size (slower on a large
@@ -428,6 +431,18 @@ class Placement:
         run of `REFERENCE_RUN_S` starting now, the hour that key stands for.
         """
         return self._ranking(task, now).order
+
+    def ranking(self, task: int, now: float) -> _Ranking:
+        """The cached ranking of `task`'s kind at this hour (see `static_order`)."""
+        return self._ranking(task, now)
+
+    def best_row(self, rows: list[tuple[int, float, float, float, float]]) -> int:
+        """The pool of the best (pool, finish, money, carbon, latency) row under the policy, as
+        `score` ranks candidates (the first row's pool when the list has one)."""
+        if len(rows) == 1:
+            return rows[0][0]
+        full = [(p, f, m, c, lat, 0.0, 0.0, NO_INDEX) for p, f, m, c, lat in rows]
+        return min(full, key=self._row_key(full))[0]
 
     def _ranking(self, task: int, now: float) -> _Ranking:
         hour = math.floor(self.cost.base_hours + now / SECONDS_PER_HOUR) % self.cost.hours
