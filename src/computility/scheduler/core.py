@@ -32,6 +32,7 @@ from computility.scheduler.explain import (
 )
 from computility.scheduler.fairshare import FairShare
 from computility.scheduler.placement import (
+    BALANCED_WEIGHTS,
     PRUNED_CANDIDATES,
     REFERENCE_RUN_S,
     WEIGH_BUSY,
@@ -42,6 +43,8 @@ from computility.scheduler.queues import PoolQueue, make_queue
 
 CPU = "cpu"
 BURST_MIN = 32
+ROOM_PREFIX = 32
+"""The large-network path checks this many best-ranked pools for room before the rest."""
 """From this many tasks arriving at one instant on a large network, they are placed in one
 vectorised pass rather than one by one."""
 
@@ -334,9 +337,10 @@ class Scheduler:
             self.explanations.append(explain_placement(self, task, now))
             placement.restore_state(state)  # explaining must not change what follows
         if placement.prunes:
-            order = placement.static_order(task, now)
+            ranking = placement.ranking(task, now)
+            order = ranking.order
             if self._fast[task] or not allow_hold:
-                pool = self._first_with_room(task, order, now)
+                pool = self._first_with_room(task, order, now, ranking.parts)
                 if pool >= 0:
                     self._mark_chosen(task, pool)
                     return self._send(task, pool, touched)
@@ -412,7 +416,13 @@ class Scheduler:
         self.burst_placed += len(placed)
         return placed
 
-    def _first_with_room(self, task: int, order: NDArray[np.int64], now: float) -> int:
+    def _first_with_room(
+        self,
+        task: int,
+        order: NDArray[np.int64],
+        now: float,
+        parts: dict[int, tuple[float, float, float, float]],
+    ) -> int:
         """The best-ranked pool that can start `task` now and (if it has a deadline) finish by
         it; -1 if none can.
 
@@ -422,20 +432,36 @@ class Scheduler:
         """
         demand = self._gpu_l[task] or self._cpus_l[task]
         spare = self.spare()
-        room = spare[order] >= demand
         deadline = self._deadline_l[task]
-        if deadline == deadline:  # not NaN: the run must also end by the deadline
-            factors = self._factor_array(task)
-            room &= now + self.run_s_stated[task] * factors[order] <= deadline
-        first = int(room.argmax()) if room.shape[0] else 0
-        if not (room.shape[0] and room[first]):
+        first = -1
+        offset = 0
+        # Look at a short prefix first: the first pool with room is usually near the top.
+        for part in (order[:ROOM_PREFIX], order[ROOM_PREFIX:]):
+            if part.shape[0] == 0:
+                continue
+            room = spare[part] >= demand
+            if deadline == deadline:  # not NaN: the run must also end by the deadline
+                factors = self._factor_array(task)
+                room &= now + self.run_s_stated[task] * factors[part] <= deadline
+            k = int(room.argmax())
+            if room[k]:
+                first = offset + k
+                break
+            offset += part.shape[0]
+        if first < 0:
             return -1
         if first == 0:
             return int(order[0])
-        return self._worth_waiting(task, order[: min(first, WEIGH_BUSY)], int(order[first]), now)
+        busy = order[: min(first, WEIGH_BUSY)]
+        return self._worth_waiting(task, busy, int(order[first]), now, parts)
 
     def _worth_waiting(
-        self, task: int, busy: NDArray[np.int64], free_pool: int, now: float
+        self,
+        task: int,
+        busy: NDArray[np.int64],
+        free_pool: int,
+        now: float,
+        parts: dict[int, tuple[float, float, float, float]],
     ) -> int:
         """The best of the first pool with room and the better-ranked busy pools before it,
         each busy one with its estimated wait, scored by the policy as `Placement.score` does.
@@ -445,24 +471,48 @@ class Scheduler:
         """
         assert self.placement is not None
         placement = self.placement
-        parts = placement.ranking(task, now).parts
         scale = self.run_s_stated[task] / REFERENCE_RUN_S
         deadline = self._deadline_l[task]
-        rows: list[tuple[int, float, float, float, float]] = []
         queues = self.queues
-        for p in [*busy.tolist(), free_pool]:
-            run0, money0, carbon0, latency = parts[p]
-            wait = 0.0
-            if p != free_pool:
-                q = queues[p]
-                held = q.capacity - q.free
-                backlog = max(q._q_work, 0.0) + max(q._end_units - now * held, 0.0)
-                wait = backlog / q.capacity
-            finish = wait + run0 * scale
-            if deadline == deadline and now + finish > deadline:
+        pools = [free_pool]
+        finish = [parts[free_pool][0] * scale]
+        for p in busy.tolist():
+            q = queues[p]
+            held = q.capacity - q.free
+            backlog = max(q._q_work, 0.0) + max(q._end_units - now * held, 0.0)
+            f = backlog / q.capacity + parts[p][0] * scale
+            if deadline == deadline and now + f > deadline:
                 continue
-            rows.append((p, finish, money0 * scale, carbon0 * scale, latency))
-        return placement.best_row(rows)
+            pools.append(p)
+            finish.append(f)
+        if len(pools) == 1:
+            return free_pool
+        policy = placement.policy
+        if policy == "fastest":
+            k = min(range(len(pools)), key=lambda i: (finish[i], pools[i]))
+            return pools[k]
+        if policy == "nearest":
+            return min(pools, key=lambda p: (parts[p][3], p))
+        money = [parts[p][1] for p in pools]  # scale is common to all: it cancels out
+        carbon = [parts[p][2] for p in pools]
+        if policy == "cheapest":
+            k = min(range(len(pools)), key=lambda i: (money[i], finish[i], pools[i]))
+        elif policy == "greenest":
+            k = min(range(len(pools)), key=lambda i: (carbon[i], finish[i], pools[i]))
+        else:
+            w_f, w_m, w_c = BALANCED_WEIGHTS["finish"], BALANCED_WEIGHTS["money"], \
+                BALANCED_WEIGHTS["carbon"]
+            f_min = max(min(finish), 1e-9)
+            m_min = max(min(money), 1e-9)
+            c_min = max(min(carbon), 1e-9)
+            k = min(
+                range(len(pools)),
+                key=lambda i: (
+                    w_f * finish[i] / f_min + w_m * money[i] / m_min + w_c * carbon[i] / c_min,
+                    pools[i],
+                ),
+            )
+        return pools[k]
 
     def spare(self) -> NDArray[np.int64]:
         """Units of each pool neither busy nor asked for by its queue, as of now."""

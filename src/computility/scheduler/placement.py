@@ -96,7 +96,7 @@ with room now."""
 
 
 REFERENCE_RUN_S: Final = 3600.0
-WEIGH_BUSY: Final = 2
+WEIGH_BUSY: Final = 1
 """How many better-ranked busy pools the large-network path weighs, with their waits, against the
 first pool with room."""
 PLACEMENT_MODES: Final = ("auto", "full")
@@ -505,7 +505,11 @@ class Placement:
             return None
         candidates = [p for p in self._holder_pools(task, ds, ranking) if spare[p] >= demand]
         order = ranking.order
-        candidates += order[spare[order] >= demand][:PRUNED_CANDIDATES].tolist()
+        head = order[: 4 * PRUNED_CANDIDATES]
+        found = head[spare[head] >= demand][:PRUNED_CANDIDATES]
+        if found.shape[0] < PRUNED_CANDIDATES:
+            found = order[spare[order] >= demand][:PRUNED_CANDIDATES]
+        candidates += found.tolist()
         if not candidates:
             return None
         size = float(t.data_gb[task])
