@@ -13,7 +13,7 @@ import numpy as np
 from computility.domain.network import Network
 from computility.domain.workload import Workload
 from computility.network import load_network
-from computility.scheduler.core import BURST_MIN
+from computility.scheduler.walk import BURST_MIN
 from computility.sim.engine import replay
 from computility.sim.run import network_scheduler
 from computility.sim.synthetic import synthetic_workload
