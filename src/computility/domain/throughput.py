@@ -20,15 +20,14 @@ The packaged table is Gavel's (OSDI'20) isolated throughputs; see
 
 from __future__ import annotations
 
-import csv
 import functools
 import math
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Final
 
+from computility.domain.csvrows import csv_rows
 from computility.domain.devices import DeviceType
 from computility.domain.errors import BadInput, FieldError
 
@@ -113,7 +112,7 @@ class ThroughputTable:
         """
         rows: list[ThroughputRow] = []
         first_line: dict[_Key, int] = {}
-        records = _records(source, text)
+        records = csv_rows(source, text.splitlines(keepends=True), strict=True)
         header = next(records, None)
         if header is None:
             raise FieldError(source, 1, 1, COLUMNS[0], "the header " + ",".join(COLUMNS), "")
@@ -198,23 +197,6 @@ def default_throughput_table() -> ThroughputTable:
 
 
 # --------------------------------------------------------------------------- CSV parsing
-
-
-def _records(source: str, text: str) -> Iterator[tuple[int, list[str]]]:
-    """Non-blank CSV records with the physical line each starts on."""
-    reader = csv.reader(text.splitlines(keepends=True), strict=True)
-    end = 0
-    while True:
-        try:
-            cells = next(reader)
-        except StopIteration:
-            return
-        except csv.Error as error:
-            raise BadInput(f"{source}:{reader.line_num}: malformed CSV ({error})") from None
-        start, end = end + 1, reader.line_num
-        if not cells or (len(cells) == 1 and not cells[0].strip()):
-            continue
-        yield start, cells
 
 
 def _parse_row(source: str, line: int, cells: list[str]) -> ThroughputRow:

@@ -10,7 +10,6 @@ does not depend on load, placement keeps one ranking per kind of task and curve 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import numpy as np
 
@@ -95,14 +94,6 @@ class RankingMixin:
         """The cached ranking of `task`'s kind at this hour (see `static_order`)."""
         return self._ranking(task, now)
 
-    def best_row(self, rows: list[tuple[int, float, float, float, float]]) -> int:
-        """The pool of the best (pool, finish, money, carbon, latency) row under the policy, as
-        `score` ranks candidates (the first row's pool when the list has one)."""
-        if len(rows) == 1:
-            return rows[0][0]
-        full = [(p, f, m, c, lat, 0.0, 0.0, NO_INDEX) for p, f, m, c, lat in rows]
-        return min(full, key=self._row_key(full))[0]
-
     def _ranking(self, task: int, now: float) -> Ranking:
         hour = math.floor(self.cost.base_hours + now / SECONDS_PER_HOUR) % self.cost.hours
         loc = self.user_location(task) if self.policy == "nearest" else NO_INDEX
@@ -185,8 +176,15 @@ class RankingMixin:
             )
         meets = [r for r in rows if not now + r[1] > deadline]  # NaN deadline: all meet
         pool_rows = meets or [min(rows, key=lambda r: r[1])]
-        best = min(pool_rows, key=self._row_key(pool_rows))
-        p, _, _, _, _, run, seconds, src = best
+        k = best_index(
+            self.policy,
+            [r[0] for r in pool_rows],
+            [r[1] for r in pool_rows],
+            [r[2] for r in pool_rows],
+            [r[3] for r in pool_rows],
+            [r[4] for r in pool_rows],
+        )
+        p, _, _, _, _, run, seconds, src = pool_rows[k]
         moved = size if seconds > 0 else 0.0
         return Choice(
             pool=p,
@@ -195,29 +193,6 @@ class RankingMixin:
             moved_gb=moved,
             src_region=src if moved else NO_INDEX,
             held_s=0.0,
-        )
-
-    def _row_key(
-        self, rows: list[tuple[int, float, float, float, float, float, float, int]]
-    ) -> Callable[[tuple[int, float, float, float, float, float, float, int]], tuple[float, ...]]:
-        """How `choose_moving` ranks (pool, finish, money, carbon, latency, ...) rows."""
-        policy = self.policy
-        if policy == "fastest":
-            return lambda r: (r[1], r[0])
-        if policy == "cheapest":
-            return lambda r: (r[2], r[1], r[0])
-        if policy == "greenest":
-            return lambda r: (r[3], r[1], r[0])
-        if policy == "nearest":
-            return lambda r: (r[4], r[0])
-        w = BALANCED_WEIGHTS
-        tiny = 1e-9
-        f_min = max(min(r[1] for r in rows), tiny)
-        m_min = max(min(r[2] for r in rows), tiny)
-        c_min = max(min(r[3] for r in rows), tiny)
-        return lambda r: (
-            w["finish"] * r[1] / f_min + w["money"] * r[2] / m_min + w["carbon"] * r[3] / c_min,
-            r[0],
         )
 
     def _holder_pools(self, task: int, dataset: int, ranking: Ranking) -> list[int]:
@@ -271,3 +246,35 @@ class RankingMixin:
             and self.policy in STATIC_POLICIES
             and len(self.pool_site) >= FAST_PATH_MIN_POOLS
         )
+
+
+def best_index(
+    policy: str,
+    pools: list[int],
+    finish: list[float],
+    money: list[float],
+    carbon: list[float],
+    latency: list[float],
+) -> int:
+    """Which of a few candidates (parallel lists) the policy ranks first, as `Placement.score`
+    ranks them: by finish, money or carbon (ties by finish), latency, or the balanced sum of
+    each figure over the best one; ties by pool. Pure Python: the large-network path calls it on
+    a handful of candidates per decision, where numpy's per-call cost would dominate."""
+    if policy == "fastest":
+        keys: list[tuple[float, ...]] = [(f, p) for f, p in zip(finish, pools, strict=True)]
+    elif policy == "cheapest":
+        keys = [(m, f, p) for m, f, p in zip(money, finish, pools, strict=True)]
+    elif policy == "greenest":
+        keys = [(c, f, p) for c, f, p in zip(carbon, finish, pools, strict=True)]
+    elif policy == "nearest":
+        keys = [(lat, p) for lat, p in zip(latency, pools, strict=True)]
+    else:
+        w = BALANCED_WEIGHTS
+        f_min = max(min(finish), 1e-9)
+        m_min = max(min(money), 1e-9)
+        c_min = max(min(carbon), 1e-9)
+        keys = [
+            (w["finish"] * f / f_min + w["money"] * m / m_min + w["carbon"] * c / c_min, p)
+            for f, m, c, p in zip(finish, money, carbon, pools, strict=True)
+        ]
+    return min(range(len(keys)), key=keys.__getitem__)

@@ -13,13 +13,13 @@ from numpy.typing import NDArray
 from computility.domain.workload import Workload
 from computility.scheduler.decisions import Decision
 from computility.scheduler.placement import (
-    BALANCED_WEIGHTS,
     PRUNED_CANDIDATES,
     REFERENCE_RUN_S,
     WEIGH_BUSY,
     Placement,
 )
 from computility.scheduler.queues import PoolQueue
+from computility.scheduler.ranking import best_index
 
 BURST_MIN = 32
 """From this many tasks arriving at one instant on a large network, they are placed in one
@@ -145,41 +145,17 @@ class RankedPathMixin:
         finish = [parts[free_pool][0] * scale]
         for p in busy.tolist():
             q = queues[p]
-            held = q.capacity - q.free
-            backlog = max(q._q_work, 0.0) + max(q._end_units - now * held, 0.0)
-            f = backlog / q.capacity + parts[p][0] * scale
+            f = q.backlog(now) / q.capacity + parts[p][0] * scale
             if deadline == deadline and now + f > deadline:
                 continue
             pools.append(p)
             finish.append(f)
         if len(pools) == 1:
             return free_pool
-        policy = placement.policy
-        if policy == "fastest":
-            k = min(range(len(pools)), key=lambda i: (finish[i], pools[i]))
-            return pools[k]
-        if policy == "nearest":
-            return min(pools, key=lambda p: (parts[p][3], p))
         money = [parts[p][1] for p in pools]  # scale is common to all: it cancels out
         carbon = [parts[p][2] for p in pools]
-        if policy == "cheapest":
-            k = min(range(len(pools)), key=lambda i: (money[i], finish[i], pools[i]))
-        elif policy == "greenest":
-            k = min(range(len(pools)), key=lambda i: (carbon[i], finish[i], pools[i]))
-        else:
-            w_f, w_m, w_c = BALANCED_WEIGHTS["finish"], BALANCED_WEIGHTS["money"], \
-                BALANCED_WEIGHTS["carbon"]
-            f_min = max(min(finish), 1e-9)
-            m_min = max(min(money), 1e-9)
-            c_min = max(min(carbon), 1e-9)
-            k = min(
-                range(len(pools)),
-                key=lambda i: (
-                    w_f * finish[i] / f_min + w_m * money[i] / m_min + w_c * carbon[i] / c_min,
-                    pools[i],
-                ),
-            )
-        return pools[k]
+        latency = [parts[p][3] for p in pools]
+        return pools[best_index(placement.policy, pools, finish, money, carbon, latency)]
 
     def spare(self) -> NDArray[np.int64]:
         """Units of each pool neither busy nor asked for by its queue, as of now."""

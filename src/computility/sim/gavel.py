@@ -63,7 +63,7 @@ from computility.domain.network import Network, Region
 from computility.domain.site import MILLI, Pool, Site
 from computility.domain.throughput import ThroughputTable, default_throughput_table
 from computility.domain.workload import ANY_GPU, Workload
-from computility.sim.single import SINGLE_CARBON_KG_PER_KWH, SINGLE_ELECTRICITY_PER_KWH, SINGLE_PUE
+from computility.sim.single import lone_site
 
 REFERENCE_DEVICE: Final = "V100-16GB"
 """The device every Gavel run time is measured on: its reference worker type, a p3 V100."""
@@ -193,15 +193,7 @@ def gavel_site(per_type: int = GAVEL_DEVICES_PER_TYPE, catalogue: Catalogue | No
         device = catalogue.get(device_id)
         price = to_micro(usd_per_hour * CNY_PER_USD / device.cu)
         pools.append(Pool(pool_id, device, per_type, price, devices_per_node=1))
-    return Site(
-        id="gavel",
-        region="local",
-        owner="operator",
-        pools=tuple(pools),
-        pue=SINGLE_PUE,
-        electricity_price_per_kwh=to_micro(SINGLE_ELECTRICITY_PER_KWH),
-        carbon_kg_per_kwh=SINGLE_CARBON_KG_PER_KWH,
-    )
+    return lone_site("gavel", pools)
 
 
 def gavel_network(site: Site) -> Network:

@@ -86,8 +86,14 @@ def single_site(
             raise UsageError(f"--gpus: '{name}' is a CPU, not an accelerator")
         seen.add(device.id)
         pools.append(Pool(device.id, device, count, price))
+    return lone_site("single", pools)
+
+
+def lone_site(site_id: str, pools: Sequence[Pool]) -> Site:
+    """A site of region ``local`` with the estimated PUE, electricity price and carbon intensity
+    above: the facility of any one-machine replay (this module's, Gavel's cluster)."""
     return Site(
-        id="single",
+        id=site_id,
         region="local",
         owner="operator",
         pools=tuple(pools),

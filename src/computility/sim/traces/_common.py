@@ -7,14 +7,13 @@ parsing helpers take the location along with the text instead of letting ``Value
 
 from __future__ import annotations
 
-import csv
 import math
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 from numpy.typing import NDArray
 
-from computility.domain.errors import BadInput, FieldError, UnknownDeviceType
+from computility.domain.errors import FieldError, UnknownDeviceType
 from computility.domain.workload import ANY_GPU, Workload
 
 GpuResolver = Callable[[str], tuple[str, ...]]
@@ -46,27 +45,6 @@ def parse_count(path: str, line: int, field_no: int, name: str, text: str) -> in
     if value > MAX_COUNT:
         raise FieldError(path, line, field_no, name, "an integer no larger than 2^53", text)
     return int(value)
-
-
-def csv_rows(path: str, lines: Iterable[str]) -> Iterator[tuple[int, list[str]]]:
-    """Non-blank CSV rows, each with the physical line on which it starts.
-
-    ``csv.reader.line_num`` counts the lines consumed, so the line after the previous record's
-    end is where the next one starts, even when a quoted field spans lines.
-    """
-    reader = csv.reader(lines)
-    end = 0
-    while True:
-        try:
-            row = next(reader)
-        except StopIteration:
-            return
-        except csv.Error as exc:
-            raise BadInput(f"{path}:{reader.line_num}: malformed CSV ({exc})") from None
-        start, end = end + 1, reader.line_num
-        if not row or (len(row) == 1 and not row[0].strip()):
-            continue
-        yield start, row
 
 
 def csv_header(

@@ -40,6 +40,7 @@ from collections.abc import Iterable
 import numpy as np
 from numpy.typing import NDArray
 
+from computility.domain.csvrows import csv_rows
 from computility.domain.errors import FieldError
 from computility.domain.workload import ANY_GPU, Workload
 from computility.sim.traces._arrivals import log_uniform_runs, poisson_submits
@@ -50,7 +51,6 @@ from computility.sim.traces._common import (
     TaskColumns,
     check_width,
     csv_header,
-    csv_rows,
     parse_count,
     parse_number,
 )

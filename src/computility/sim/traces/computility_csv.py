@@ -42,6 +42,7 @@ from typing import TextIO
 
 import numpy as np
 
+from computility.domain.csvrows import csv_rows
 from computility.domain.errors import FieldError
 from computility.domain.workload import ANY_GPU, Workload
 from computility.sim.traces._common import (
@@ -52,7 +53,6 @@ from computility.sim.traces._common import (
     Tenants,
     check_width,
     csv_header,
-    csv_rows,
     parse_count,
     parse_number,
 )

@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 
+from computility.domain.csvrows import csv_rows
 from computility.domain.errors import FieldError
 from computility.domain.workload import Workload
 from computility.sim.traces._common import (
@@ -31,7 +32,6 @@ from computility.sim.traces._common import (
     Tenants,
     check_width,
     csv_header,
-    csv_rows,
     parse_count,
     parse_number,
 )
