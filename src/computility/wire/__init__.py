@@ -4,6 +4,11 @@ Pure pydantic models and parsers; no web framework or database import, so every 
 use them without the server.
 """
 
-from computility.wire.spec import TaskSpec, parse_duration_s, parse_task_spec
+from computility.wire.spec import (
+    TaskSpec,
+    parse_duration_s,
+    parse_task_spec,
+    task_spec_from_mapping,
+)
 
-__all__ = ["TaskSpec", "parse_duration_s", "parse_task_spec"]
+__all__ = ["TaskSpec", "parse_duration_s", "parse_task_spec", "task_spec_from_mapping"]

@@ -288,6 +288,16 @@ def parse_task_spec(text: str, source: str = "task.yaml") -> TaskSpec:
         raise _located(error, lines, source, data) from None
 
 
+def task_spec_from_mapping(data: object, source: str = "task") -> TaskSpec:
+    """Check an already-parsed spec (a JSON body); errors name the field, with line 1."""
+    if not isinstance(data, dict):
+        raise FieldError(source, 1, "task", "task", "a mapping of task fields", str(data))
+    try:
+        return TaskSpec.model_validate(data)
+    except ValidationError as error:
+        raise _located(error, {}, source, data) from None
+
+
 def _lines(root: yaml.Node | None) -> dict[tuple[str | int, ...], int]:
     """1-based line of every key and list item, by its path of keys and indices."""
     out: dict[tuple[str | int, ...], int] = {}

@@ -1,0 +1,97 @@
+"""The agent protocol: heartbeat, long-poll leases, attempt reports, files.
+
+A lease request waits up to ``wait_s`` (at most 30 s) for work: it returns as soon as the
+scheduling loop queues something on the site (the loop wakes every waiter), or empty when the
+time is up. It is async so that hundreds of waiting agents hold no threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Request, Response
+from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
+
+from computility.server.api.deps import Caller, Plane
+from computility.server.db import schema as db
+from computility.server.problems import ApiError, forbidden, invalid, not_found
+from computility.server.store import attempts, sites
+from computility.server.store.files import FILE_KINDS, attach, blob_store
+from computility.wire.api import (
+    AttemptReport,
+    Heartbeat,
+    HeartbeatReply,
+    LeaseRequest,
+    Leases,
+    ReportReply,
+)
+
+router = APIRouter(prefix="/api/v1/agent", tags=["agent"])
+POLL_S = 0.5
+"""Between wake-ups a waiting lease re-checks the database (another replica may have placed)."""
+
+
+@router.post("/heartbeat", response_model=HeartbeatReply)
+def heartbeat(body: Heartbeat, who: Caller, plane: Plane) -> HeartbeatReply:
+    return sites.heartbeat(plane, who, body)
+
+
+@router.post("/lease", response_model=Leases)
+async def lease(body: LeaseRequest, who: Caller, plane: Plane, request: Request) -> Leases:
+    deadline = time.monotonic() + min(body.wait_s, plane.settings.long_poll_max_s)
+    wake: asyncio.Event = request.app.state.lease_wake
+    while True:
+        got = await run_in_threadpool(attempts.claim, plane, who, body.free, body.max_tasks)
+        left = deadline - time.monotonic()
+        if got or left <= 0 or await request.is_disconnected():
+            return Leases(leases=got, ttl_s=plane.settings.lease_ttl_s)
+        wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(wake.wait(), timeout=min(POLL_S, left))
+
+
+@router.post("/attempts/{attempt_id}/report", response_model=ReportReply)
+def report(attempt_id: int, body: AttemptReport, who: Caller, plane: Plane) -> ReportReply:
+    return attempts.report(plane, who, attempt_id, body)
+
+
+def _own_attempt(plane: Plane, who: Caller, attempt_id: int, token: int | None) -> int:
+    if who.role != "agent":
+        raise forbidden("this endpoint needs a site's agent key")
+    with plane.engine.connect() as conn:
+        row = conn.execute(select(db.attempts.c.task_id, db.attempts.c.token).where(
+            db.attempts.c.id == attempt_id, db.attempts.c.site_id == who.site)).first()
+    if row is None:
+        raise not_found("attempt", attempt_id)
+    if token is not None and row[1] != token:
+        raise ApiError(409, "Conflict", f"attempt {attempt_id}: stale fencing token")
+    return int(row[0])
+
+
+@router.put("/attempts/{attempt_id}/files/{kind}", status_code=204)
+async def put_file(
+    attempt_id: int, kind: str, request: Request, who: Caller, plane: Plane,
+    x_attempt_token: Annotated[int, Header()],
+) -> Response:
+    if kind not in FILE_KINDS:
+        raise invalid("kind", f"one of {', '.join(FILE_KINDS)}", 400)
+    task_id = await run_in_threadpool(_own_attempt, plane, who, attempt_id, x_attempt_token)
+    digest, size = await blob_store(plane).put_async(request.stream())
+    await run_in_threadpool(attach, plane, task_id, attempt_id, kind, digest, size)
+    return Response(status_code=204)
+
+
+@router.get("/attempts/{attempt_id}/workdir")
+def get_workdir(attempt_id: int, who: Caller, plane: Plane) -> Response:
+    from fastapi.responses import FileResponse
+
+    task_id = _own_attempt(plane, who, attempt_id, None)
+    with plane.engine.connect() as conn:
+        digest = conn.execute(select(db.tasks.c.workdir).where(db.tasks.c.id == task_id)).scalar()
+    if digest is None:
+        raise not_found("workdir of task", task_id)
+    return FileResponse(blob_store(plane).path(digest), media_type="application/gzip")

@@ -1,0 +1,74 @@
+"""Who is calling: every route but ``/healthz``, ``/metrics`` and ``/openapi.json`` needs a key.
+
+The key comes as ``Authorization: Bearer cu_<id>_<secret>`` (or ``X-API-Key``). Keys are
+looked up by id and checked with a constant-time comparison; verified keys are cached for a few
+seconds so a burst of submissions does not re-read the key table each time (a revoked key stops
+working within `CACHE_S`).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+from sqlalchemy import select
+
+from computility.server.auth import Identity, secret_matches, split_key
+from computility.server.db import schema as db
+from computility.server.plane import ControlPlane
+from computility.server.problems import ApiError
+
+CACHE_S = 5.0
+_cache: dict[str, tuple[float, str, Identity]] = {}
+_cache_lock = threading.Lock()
+
+
+def plane_of(request: Request) -> ControlPlane:
+    plane: ControlPlane = request.app.state.plane
+    return plane
+
+
+def _unauthorized(detail: str) -> ApiError:
+    return ApiError(401, "Unauthorized", detail)
+
+
+def identity(
+    request: Request,
+    authorization: Annotated[str | None, Header()] = None,
+    x_api_key: Annotated[str | None, Header()] = None,
+) -> Identity:
+    key = x_api_key
+    if authorization is not None:
+        scheme, _, value = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not value:
+            raise _unauthorized("Authorization: expected 'Bearer cu_<id>_<secret>'")
+        key = value.strip()
+    if not key:
+        raise _unauthorized("an API key is required (Authorization: Bearer cu_...)")
+    parts = split_key(key)
+    if parts is None:
+        raise _unauthorized("malformed API key: expected cu_<id>_<secret>")
+    key_id, secret = parts
+    now = time.monotonic()
+    with _cache_lock:
+        hit = _cache.get(key_id)
+    if hit is not None and hit[0] > now and secret_matches(secret, hit[1]):
+        return hit[2]
+    plane = plane_of(request)
+    with plane.engine.connect() as conn:
+        row = conn.execute(select(db.api_keys).where(db.api_keys.c.id == key_id)).mappings().first()
+    if row is None or row["revoked_at"] is not None or not secret_matches(
+        secret, row["secret_sha256"]
+    ):
+        raise _unauthorized("unknown or revoked API key")
+    who = Identity(key_id=key_id, tenant=row["tenant_id"], role=row["role"],
+                   user_id=row["user_id"], site=row["site_id"])
+    with _cache_lock:
+        _cache[key_id] = (now + CACHE_S, row["secret_sha256"], who)
+    return who
+
+
+Caller = Annotated[Identity, Depends(identity)]
+Plane = Annotated[ControlPlane, Depends(plane_of)]

@@ -1,0 +1,149 @@
+"""Tasks: submit (one or many), list, get, cancel, attempts, explain, quote, logs, outputs."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import yaml
+from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi.responses import FileResponse, PlainTextResponse
+from starlette.concurrency import run_in_threadpool
+
+from computility.server.api.deps import Caller, Plane
+from computility.server.problems import ApiError, forbidden, invalid, not_found
+from computility.server.store import tasks as store
+from computility.server.store.attempts import list_for_task
+from computility.server.store.explain import explain, quote
+from computility.server.store.files import file_of
+from computility.wire.api import (
+    AttemptOut,
+    Explanation,
+    Quote,
+    SubmitMany,
+    Submitted,
+    TaskList,
+    TaskOut,
+)
+
+router = APIRouter(prefix="/api/v1", tags=["tasks"])
+
+YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
+
+
+async def _spec_body(request: Request) -> Any:
+    """A task spec as JSON, or as the contract's YAML (Content-Type: application/yaml)."""
+    raw = await request.body()
+    kind = request.headers.get("content-type", "application/json").split(";")[0].strip()
+    try:
+        if kind in YAML_TYPES:
+            return yaml.safe_load(raw.decode("utf-8"))
+        return json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError, yaml.YAMLError) as error:
+        what = "YAML" if kind in YAML_TYPES else "JSON"
+        raise ApiError(400, "Bad Request", f"body: not valid {what}: {error}",
+                       [{"field": "body", "message": f"valid {what}"}]) from None
+
+
+@router.post("/tasks", status_code=201, response_model=TaskOut,
+             openapi_extra={"requestBody": {"content": {
+                 "application/json": {"schema": {"type": "object"}},
+                 "application/yaml": {"schema": {"type": "string"}}}, "required": True}})
+async def submit_task(
+    request: Request, who: Caller, plane: Plane,
+    idempotency_key: Annotated[str | None, Header()] = None,
+) -> TaskOut:
+    if not who.may_submit():
+        raise forbidden("submitting tasks needs a user or operator key")
+    body = await _spec_body(request)
+    specs = store.parse_specs([body], None)
+    rows = await run_in_threadpool(store.submit, plane, who, [body], specs, idempotency_key,
+                                   False)
+    return store.task_out(rows[0], plane.currency)
+
+
+@router.post("/tasks/batch", status_code=201, response_model=Submitted)
+async def submit_tasks(
+    body: SubmitMany, who: Caller, plane: Plane,
+    idempotency_key: Annotated[str | None, Header()] = None,
+) -> Submitted:
+    if not who.may_submit():
+        raise forbidden("submitting tasks needs a user or operator key")
+    specs = store.parse_specs(body.tasks, "tasks")
+    rows = await run_in_threadpool(store.submit, plane, who, body.tasks, specs,
+                                   idempotency_key, True)
+    return Submitted(tasks=[store.task_out(r, plane.currency) for r in rows])
+
+
+@router.get("/tasks", response_model=TaskList)
+def list_tasks(
+    who: Caller, plane: Plane, state: str | None = None, name: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=store.LIST_LIMIT_MAX)] = 100,
+    cursor: Annotated[int | None, Query(ge=1)] = None,
+) -> TaskList:
+    rows, nxt = store.list_tasks(plane, who, state, name, limit, cursor)
+    return TaskList(tasks=[store.task_out(r, plane.currency) for r in rows], next_cursor=nxt)
+
+
+@router.get("/tasks/{task_id}", response_model=TaskOut)
+def get_task(task_id: int, who: Caller, plane: Plane) -> TaskOut:
+    return store.task_out(store.get(plane, who, task_id), plane.currency, with_spec=True)
+
+
+@router.post("/tasks/{task_id}/cancel", response_model=TaskOut)
+def cancel_task(task_id: int, who: Caller, plane: Plane) -> TaskOut:
+    if not who.may_submit():
+        raise forbidden("cancelling tasks needs a user or operator key")
+    row = store.cancel(plane, who, task_id)
+    plane.wake_scheduler.set()
+    return store.task_out(row, plane.currency)
+
+
+@router.get("/tasks/{task_id}/attempts", response_model=list[AttemptOut])
+def task_attempts(task_id: int, who: Caller, plane: Plane) -> list[AttemptOut]:
+    store.get(plane, who, task_id)
+    return [
+        AttemptOut(id=a["id"], task=a["task_id"], number=a["number"], site=a["site_id"],
+                   pool=a["pool_id"], state=a["state"], leased_at=a["leased_at"],
+                   started_at=a["started_at"], ended_at=a["ended_at"],
+                   exit_code=a["exit_code"], run_s=a["run_s"], reason=a["reason"])
+        for a in list_for_task(plane, task_id)
+    ]
+
+
+@router.get("/tasks/{task_id}/explain", response_model=Explanation)
+def explain_task(task_id: int, who: Caller, plane: Plane) -> Explanation:
+    return explain(plane, who, task_id)
+
+
+@router.post("/quote", response_model=Quote,
+             openapi_extra={"requestBody": {"content": {
+                 "application/json": {"schema": {"type": "object"}},
+                 "application/yaml": {"schema": {"type": "string"}}}, "required": True}})
+async def quote_task(request: Request, who: Caller, plane: Plane) -> Quote:
+    body = await _spec_body(request)
+    spec = store.parse_specs([body], None)[0]
+    return await run_in_threadpool(quote, plane, who, spec)
+
+
+@router.get("/tasks/{task_id}/logs", response_class=PlainTextResponse)
+def task_logs(
+    task_id: int, who: Caller, plane: Plane, stream: str = "stdout",
+) -> Response:
+    if stream not in ("stdout", "stderr"):
+        raise invalid("stream", "stdout or stderr", 400)
+    store.get(plane, who, task_id)
+    path = file_of(plane, task_id, stream)
+    if path is None:
+        return PlainTextResponse("")
+    return FileResponse(path, media_type="text/plain; charset=utf-8")
+
+
+@router.get("/tasks/{task_id}/outputs")
+def task_outputs(task_id: int, who: Caller, plane: Plane) -> Response:
+    store.get(plane, who, task_id)
+    path = file_of(plane, task_id, "outputs")
+    if path is None:
+        raise not_found("outputs of task", task_id)
+    return FileResponse(path, media_type="application/gzip",
+                        filename=f"task-{task_id}-outputs.tar.gz")

@@ -1,0 +1,1 @@
+"""The control plane's database: one schema, SQLite (default) or PostgreSQL, migrated by Alembic."""

@@ -1,0 +1,305 @@
+"""The network and the pending work as the core sees them, built from the database's rows.
+
+The service and the simulator share one scheduler: here the registered sites become a
+`Network` (regions, links and user locations from the configured topology, the base network),
+the tasks waiting for a place become a `Workload`, and `Placement` with the batch assignment of
+`computility.scheduler.batch` decides, exactly as in a simulated replay. Prices, energy and carbon
+of quotes and bills come from the same `CostModel`, so a run that matches its quote is billed
+the quoted amount to the micro-unit.
+
+Choices made here (see docs/control-plane.md):
+
+- A site's region must be one of the topology's regions; its electricity and carbon curves
+  default to those of the topology's sites in that region (flat figures if it has none).
+- An accelerator request with several choices is placed on the devices of every choice whose
+  count equals the first choice's count (the workload model has one device count per task).
+- Time 0 of the cost model is `EPOCH`; a price at wall time ``t`` reads the curves at ``t``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from computility.domain.cost import CostModel, Price
+from computility.domain.devices import DeviceType, default_catalogue
+from computility.domain.network import Network
+from computility.domain.site import MILLI, Pool, Site
+from computility.domain.speed import SpeedModel
+from computility.domain.throughput import default_throughput_table
+from computility.domain.workload import ANY_GPU, NO_INDEX, Workload
+from computility.scheduler.candidates import SiteRules
+from computility.scheduler.placement import Placement
+from computility.wire.spec import TaskSpec
+
+EPOCH = datetime.fromisoformat("2024-01-01T00:00:00+08:00")
+EPOCH_TS = EPOCH.timestamp()
+DEFAULT_TIMEOUT_S = 24 * 3600.0
+"""A task that names no timeout is stopped after a day; its quote's maximum assumes that."""
+
+
+def cost_time(wall_ts: float) -> float:
+    """Seconds since `EPOCH`: where a wall-clock time falls on the cost model's curves."""
+    return wall_ts - EPOCH_TS
+
+
+@dataclass(frozen=True, slots=True)
+class SiteRow:
+    id: str
+    owner: str
+    region: str
+    lat: float
+    lon: float
+    pue: float
+    electricity_price_micro: int
+    carbon_kg_per_kwh: float
+    electricity_curve: tuple[int, ...] | None
+    carbon_curve: tuple[float, ...] | None
+    allowed_tenants: frozenset[str] | None
+    online: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PoolRow:
+    site: str
+    pool: str
+    device: str
+    count: int
+    devices_per_node: int
+    price_micro: int
+    free_units: int
+
+
+@dataclass(frozen=True, slots=True)
+class Demand:
+    """What one task needs, as the scheduler counts it (from its spec)."""
+
+    cpus: int
+    gpu_milli: int
+    devices: tuple[str, ...] | None
+    run_s: float
+    timeout_s: float
+    ref_device: str | None
+    policy: str
+    location: str | None
+    rules: dict[str, Any] | None
+    precision: str
+
+
+def demand_of(spec: TaskSpec) -> Demand:
+    """The scheduler's view of a spec: units, allowed devices, expected and longest run."""
+    catalogue = default_catalogue()
+    r = spec.resources
+    gpu_milli = 0
+    devices: tuple[str, ...] | None = None
+    ref: str | None = None
+    if r.accelerators is not None:
+        first = r.accelerators.choices[0]
+        gpu_milli = first.count * MILLI
+        ids: list[str] = []
+        for choice in r.accelerators.choices:
+            if choice.count == first.count:
+                ids.extend(d.id for d in catalogue.match(choice.device))
+        devices = tuple(sorted(set(ids)))
+        ref = catalogue.match(first.device)[0].id
+    if r.estimate_on is not None:
+        ref = catalogue.match(r.estimate_on)[0].id
+    timeout = spec.timeout_s or DEFAULT_TIMEOUT_S
+    run = r.estimate_s or timeout
+    p = spec.placement
+    rules: dict[str, Any] = {}
+    for name in ("regions", "sites", "owners"):
+        value = getattr(p, name)
+        if value is not None:
+            rules[name] = sorted(value)
+    if p.exclude_sites:
+        rules["exclude_sites"] = sorted(p.exclude_sites)
+    if p.max_latency_ms is not None:
+        rules["max_latency_ms"] = p.max_latency_ms
+    return Demand(
+        cpus=r.cpus, gpu_milli=gpu_milli, devices=devices, run_s=min(run, timeout),
+        timeout_s=timeout, ref_device=ref, policy=p.policy, location=p.user_location,
+        rules=rules or None, precision=r.precision,
+    )
+
+
+def site_rules(rules: Mapping[str, Any] | None) -> SiteRules | None:
+    if not rules:
+        return None
+
+    def fs(name: str) -> frozenset[str] | None:
+        v = rules.get(name)
+        return None if v is None else frozenset(v)
+
+    return SiteRules(
+        regions=fs("regions"), sites=fs("sites"), owners=fs("owners"),
+        exclude_sites=fs("exclude_sites") or frozenset(),
+        max_latency_ms=rules.get("max_latency_ms"),
+    )
+
+
+class LiveNetwork:
+    """The registered sites as one `Network`, with pool rows keyed by (site, pool)."""
+
+    def __init__(self, base: Network, sites: Sequence[SiteRow], pools: Sequence[PoolRow]) -> None:
+        catalogue = default_catalogue()
+        by_site: dict[str, list[PoolRow]] = {}
+        for p in pools:
+            by_site.setdefault(p.site, []).append(p)
+        built: list[Site] = []
+        kept: list[SiteRow] = []
+        for s in sites:
+            rows = by_site.get(s.id, [])
+            if not rows:
+                continue
+            built.append(Site(
+                id=s.id, region=s.region, owner=s.owner, pue=s.pue, lat=s.lat, lon=s.lon,
+                electricity_price_per_kwh=s.electricity_price_micro,
+                carbon_kg_per_kwh=s.carbon_kg_per_kwh,
+                electricity_price_curve=tuple(s.electricity_curve or ()),
+                carbon_curve=tuple(s.carbon_curve or ()),
+                pools=tuple(
+                    Pool(id=p.pool, device=catalogue.get(p.device), count=p.count,
+                         price_per_cu_hour=p.price_micro, devices_per_node=p.devices_per_node)
+                    for p in rows
+                ),
+            ))
+            kept.append(s)
+        self.sites = tuple(kept)
+        self.empty = not built
+        self.network = Network(
+            name="live", regions=base.regions, sites=tuple(built), links=base.links,
+            demand=base.demand, currency=base.currency,
+            utc_offset_minutes=base.utc_offset_minutes,
+            intra_region_latency_ms=base.intra_region_latency_ms,
+            intra_region_bandwidth_gbps=base.intra_region_bandwidth_gbps,
+        )
+        self.pool_keys: list[tuple[str, str]] = [(s.id, p.id) for s, p in self.network.pools]
+        self.row_of = {key: i for i, key in enumerate(self.pool_keys)}
+        self.devices: list[DeviceType] = [p.device for _, p in self.network.pools]
+        site_index = {s.id: i for i, s in enumerate(self.sites)}
+        pool_site = [site_index[s] for s, _ in self.pool_keys]
+        self.pool_site = np.asarray(pool_site, np.int64)
+        self.online = np.array([self.sites[i].online for i in pool_site], np.bool_)
+        free = {(p.site, p.pool): p.free_units for p in pools}
+        self._free_reported = [free.get(key, 0) for key in self.pool_keys]
+        self.cost = CostModel(self.network, EPOCH)
+        self.location_ids = tuple(d.id for d in base.demand)
+        self._location = {d: i for i, d in enumerate(self.location_ids)}
+
+    def free_of(self, row: int) -> int:
+        """Free units the site's agent reported for pool `row` when the network was built."""
+        return self._free_reported[row]
+
+    def pool_row(self, site: str, pool: str) -> int | None:
+        return self.row_of.get((site, pool))
+
+    def allowed_pools(self, tenant: str) -> npt.NDArray[np.bool_]:
+        """Pools of online sites that let `tenant` use them."""
+        ok = np.array(
+            [s.allowed_tenants is None or tenant in s.allowed_tenants for s in self.sites],
+            np.bool_,
+        )
+        out: npt.NDArray[np.bool_] = self.online & ok[self.pool_site]
+        return out
+
+    def workload(
+        self,
+        ids: Sequence[int],
+        demands: Sequence[Demand],
+        tenants: Sequence[str],
+        now_ts: float,
+    ) -> Workload:
+        """The tasks `ids` as a workload submitted at `now_ts`, in the order given."""
+        sets: dict[tuple[str, ...], int] = {}
+        refs: dict[str, int] = {}
+        tenant_names: dict[str, int] = {}
+        gpu_types, ref, loc, ten = [], [], [], []
+        for d, t in zip(demands, tenants, strict=True):
+            if d.devices is None:
+                gpu_types.append(ANY_GPU)
+            else:
+                gpu_types.append(sets.setdefault(d.devices, len(sets)))
+            ref.append(NO_INDEX if d.ref_device is None else refs.setdefault(d.ref_device,
+                                                                               len(refs)))
+            loc.append(self._location.get(d.location, NO_INDEX) if d.location else NO_INDEX)
+            ten.append(tenant_names.setdefault(t, len(tenant_names)))
+        n = len(ids)
+        now = cost_time(now_ts)
+        return Workload.from_columns(
+            "live",
+            ids=np.asarray(ids, np.int64),
+            submit=np.full(n, now),
+            run=np.array([d.run_s for d in demands], np.float64),
+            requested=np.array([d.timeout_s for d in demands], np.float64),
+            cpus=np.array([d.cpus for d in demands], np.int64),
+            gpu_milli=np.array([d.gpu_milli for d in demands], np.int64),
+            gpu_types=np.asarray(gpu_types, np.int32),
+            gpu_type_sets=tuple(sets),
+            tenant=np.asarray(ten, np.int32),
+            tenants=tuple(tenant_names) or ("default",),
+            location=np.asarray(loc, np.int32),
+            locations=self.location_ids,
+            ref_device=np.asarray(ref, np.int32),
+            ref_devices=tuple(refs),
+        )
+
+    def speed(self, workload: Workload) -> SpeedModel:
+        device_of = {d.id: d for d in default_catalogue()}
+        return SpeedModel(workload, self.devices, device_of, default_throughput_table())
+
+    def placement(
+        self, workload: Workload, policy: str, speed: SpeedModel,
+        rules: dict[int, SiteRules] | None = None,
+    ) -> Placement:
+        return Placement(self.network, workload, policy, self.cost, speed, rules=rules)
+
+    def price(
+        self, pools: Iterable[int], units: Iterable[int], run_s: Iterable[float], start_ts: float,
+        gb_moved: float = 0.0,
+    ) -> Price:
+        return self.cost.price(
+            np.fromiter(pools, np.int64), np.fromiter(units, np.int64),
+            np.fromiter(run_s, np.float64), cost_time(start_ts), gb_moved, 0.0,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Bill:
+    """A priced run in whole micro-units, rounded once per component."""
+
+    cu_hours: float
+    device_hours: float
+    kwh: float
+    carbon_kg: float
+    compute_micro: int
+    energy_micro: int
+    network_micro: int
+
+    @property
+    def total_micro(self) -> int:
+        return self.compute_micro + self.energy_micro + self.network_micro
+
+
+def bills(price: Price, device_hours: npt.ArrayLike) -> list[Bill]:
+    """Round each component half-up to the micro-unit (quotes and bills share it: they agree)."""
+    def micro(a: npt.NDArray[np.float64]) -> list[int]:
+        out: list[int] = np.floor(np.asarray(a, np.float64) + 0.5).astype(np.int64).tolist()
+        return out
+
+    compute, energy, egress = micro(price.compute), micro(price.energy), micro(price.egress)
+    dh = np.broadcast_to(np.asarray(device_hours, np.float64), price.cu_hours.shape).tolist()
+    return [
+        Bill(float(cu), float(h), float(k), float(c), m1, m2, m3)
+        for cu, h, k, c, m1, m2, m3 in zip(
+            np.atleast_1d(price.cu_hours).tolist(), np.atleast_1d(dh).tolist(),
+            np.atleast_1d(price.kwh).tolist(), np.atleast_1d(price.carbon_kg).tolist(),
+            np.atleast_1d(compute).tolist(), np.atleast_1d(energy).tolist(),
+            np.atleast_1d(egress).tolist(), strict=True,
+        )
+    ]

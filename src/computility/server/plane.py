@@ -1,0 +1,94 @@
+"""The control plane's shared state: the database, the settings, and the live network cache.
+
+One `ControlPlane` per process. The live network (registered sites as a core `Network`) is
+rebuilt only when the set of sites or their online state changes, so quotes, bills and the
+scheduling loop all price with one consistent model.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import Engine, select
+
+from computility.domain.network import Network
+from computility.network import load_network
+from computility.server.db import schema as db
+from computility.server.db.engine import writer
+from computility.server.live import LiveNetwork, PoolRow, SiteRow
+from computility.server.settings import Settings
+
+
+class ControlPlane:
+    def __init__(self, engine: Engine, settings: Settings) -> None:
+        self.engine = engine
+        self._writer = writer(engine)
+        self.settings = settings
+        self.base: Network = load_network(settings.network)
+        self.replica = settings.replica or f"{socket.gethostname()}:{os.getpid()}"
+        self._live: LiveNetwork | None = None
+        self._live_key: Any = None
+        self._lock = threading.Lock()
+        self.wake_scheduler = threading.Event()
+        self.on_placed: list[Callable[[], None]] = []
+        self.duplicates = 0
+        self.started_at = time.time()
+
+    def write(self) -> Any:
+        """A write transaction (``with plane.write() as conn:``)."""
+        return self._writer.begin()
+
+    @property
+    def currency(self) -> str:
+        return self.base.currency
+
+    def live(self) -> LiveNetwork:
+        """The registered sites as a network (cached until a site or its online state changes)."""
+        with self.engine.connect() as conn:
+            key = tuple(conn.execute(
+                select(db.sites.c.id, db.sites.c.version, db.sites.c.online).order_by(db.sites.c.id)
+            ).all())
+        with self._lock:
+            if self._live is not None and key == self._live_key:
+                return self._live
+            live = self._build(key)
+            self._live, self._live_key = live, key
+            return live
+
+    def _build(self, key: Any) -> LiveNetwork:
+        with self.engine.connect() as conn:
+            site_rows = conn.execute(select(db.sites).order_by(db.sites.c.id)).mappings().all()
+            pool_rows = conn.execute(
+                select(db.pools).order_by(db.pools.c.site_id, db.pools.c.position)
+            ).mappings().all()
+        sites = [
+            SiteRow(
+                id=r["id"], owner=r["owner_tenant_id"], region=r["region"], lat=r["lat"],
+                lon=r["lon"], pue=r["pue"], electricity_price_micro=r["electricity_price_micro"],
+                carbon_kg_per_kwh=r["carbon_kg_per_kwh"],
+                electricity_curve=tuple(r["electricity_curve"]) if r["electricity_curve"] else None,
+                carbon_curve=tuple(r["carbon_curve"]) if r["carbon_curve"] else None,
+                allowed_tenants=(
+                    frozenset(r["allowed_tenants"]) if r["allowed_tenants"] is not None else None
+                ),
+                online=bool(r["online"]),
+            )
+            for r in site_rows
+        ]
+        pools = [
+            PoolRow(site=r["site_id"], pool=r["pool_id"], device=r["device"], count=r["count"],
+                    devices_per_node=r["devices_per_node"],
+                    price_micro=r["price_micro_per_cu_hour"], free_units=r["free_units"])
+            for r in pool_rows
+        ]
+        return LiveNetwork(self.base, sites, pools)
+
+    def placed(self) -> None:
+        """Tell long-polling agents that new work may be queued for them."""
+        for callback in list(self.on_placed):
+            callback()

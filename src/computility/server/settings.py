@@ -1,0 +1,45 @@
+"""What a control plane instance is configured with, and the timing rules of the agent protocol."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HEARTBEAT_S = 5.0
+"""Agents heartbeat every 5 s (plus or minus 20 %)."""
+OFFLINE_AFTER_S = 30.0
+"""A site silent this long is offline: nothing new is placed on it."""
+LEASE_TTL_S = 60.0
+"""A lease not renewed for this long expires; its task is re-placed free of charge."""
+LEASE_RENEW_S = 15.0
+LONG_POLL_MAX_S = 30.0
+MAX_BODY_BYTES = 16 * 1024 * 1024
+"""Largest JSON/YAML request body; uploads have their own, larger limit."""
+BLOB_LIMIT_BYTES = 1 << 30
+"""Per task: the packed workdir, and each of logs and outputs (default 1 GiB)."""
+
+
+def data_home() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "computility"
+
+
+@dataclass(frozen=True)
+class Settings:
+    db_url: str | None = None
+    """None: SQLite under `data_dir`."""
+    data_dir: Path = field(default_factory=data_home)
+    network: str = "default"
+    """The topology sites register into: its regions, links and user locations."""
+    lease_ttl_s: float = LEASE_TTL_S
+    offline_after_s: float = OFFLINE_AFTER_S
+    heartbeat_s: float = HEARTBEAT_S
+    long_poll_max_s: float = LONG_POLL_MAX_S
+    cycle_s: float = 1.0
+    """The scheduling loop runs at least this often, and at once after a submission."""
+    max_body_bytes: int = MAX_BODY_BYTES
+    blob_limit_bytes: int = BLOB_LIMIT_BYTES
+    run_loop: bool = True
+    replica: str = ""
+    """This replica's name in the leadership table (host:pid when empty)."""

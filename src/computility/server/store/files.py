@@ -1,0 +1,63 @@
+"""Uploaded workdirs and the logs and outputs agents send back, in the content-addressed store.
+
+Ownership lives in the database (``uploads``: which tenant uploaded a digest; ``task_files``: a
+task's stdout, stderr and outputs); the bytes live once in `BlobStore`, whoever uploaded them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterable
+from pathlib import Path
+
+from sqlalchemy import delete, insert, select
+
+from computility.server.auth import Identity
+from computility.server.blobs import BlobStore
+from computility.server.db import schema as db
+from computility.server.plane import ControlPlane
+
+FILE_KINDS = ("stdout", "stderr", "outputs")
+
+
+def blob_store(plane: ControlPlane) -> BlobStore:
+    return BlobStore(plane.settings.data_dir / "blobs", plane.settings.blob_limit_bytes)
+
+
+async def upload(plane: ControlPlane, who: Identity, body: AsyncIterable[bytes]) -> tuple[str, int]:
+    digest, size = await blob_store(plane).put_async(body)
+    with plane.write() as conn:
+        known = conn.execute(select(db.uploads.c.digest).where(
+            db.uploads.c.tenant_id == who.tenant, db.uploads.c.digest == digest)).first()
+        if known is None:
+            conn.execute(insert(db.uploads).values(tenant_id=who.tenant, digest=digest,
+                                                   size=size, created_at=time.time()))
+    return digest, size
+
+
+def owns_upload(plane: ControlPlane, tenant: str, digest: str) -> bool:
+    with plane.engine.connect() as conn:
+        return conn.execute(select(db.uploads.c.digest).where(
+            db.uploads.c.tenant_id == tenant, db.uploads.c.digest == digest)).first() is not None
+
+
+def attach(
+    plane: ControlPlane, task_id: int, attempt_id: int, kind: str, digest: str, size: int
+) -> None:
+    """Make `digest` the task's `kind` file (the latest attempt's wins)."""
+    with plane.write() as conn:
+        conn.execute(delete(db.task_files).where(db.task_files.c.task_id == task_id,
+                                                 db.task_files.c.kind == kind))
+        conn.execute(insert(db.task_files).values(
+            task_id=task_id, kind=kind, digest=digest, size=size, attempt_id=attempt_id,
+            created_at=time.time()))
+
+
+def file_of(plane: ControlPlane, task_id: int, kind: str) -> Path | None:
+    with plane.engine.connect() as conn:
+        digest = conn.execute(select(db.task_files.c.digest).where(
+            db.task_files.c.task_id == task_id, db.task_files.c.kind == kind)).scalar()
+    if digest is None:
+        return None
+    path = blob_store(plane).path(digest)
+    return path if path.exists() else None

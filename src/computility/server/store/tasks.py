@@ -1,0 +1,295 @@
+"""Tasks from the user's side: submit (one or many, idempotently), list, get, cancel.
+
+A submission is checked whole before anything is written: every spec parsed, every size checked
+against the registered pools, every quote's maximum against ``max_price`` and the tenant's budget;
+then all its tasks are inserted in one transaction. So a batch with one bad task writes nothing,
+and the error names that task (``tasks[3].resources (cpus)``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from computility.domain.errors import BadInput, FieldError
+from computility.domain.money import from_micro
+from computility.server import states
+from computility.server.auth import Identity
+from computility.server.db import schema as db
+from computility.server.live import Demand, LiveNetwork, demand_of
+from computility.server.plane import ControlPlane
+from computility.server.problems import ApiError, invalid, not_found
+from computility.server.store.pricing import quote_rows, spent_this_period
+from computility.wire.api import TaskOut
+from computility.wire.spec import TaskSpec, task_spec_from_mapping
+
+LIST_LIMIT_MAX = 1000
+
+
+def parse_specs(raws: Sequence[object], prefix: str | None) -> list[TaskSpec]:
+    """Every spec of a submission, or a 422 naming the first bad field (and which task)."""
+    out = []
+    for i, raw in enumerate(raws):
+        where = f"{prefix}[{i}]" if prefix else "task"
+        try:
+            out.append(task_spec_from_mapping(raw, where))
+        except FieldError as error:
+            parent = "" if error.field_no == "task" else f"{error.field_no}."
+            field = f"{parent}{error.field_name}"
+            if prefix:
+                field = f"{where}.{field}"
+            message = f"expected {error.expected}" + (f", got '{error.got}'" if error.got else "")
+            raise invalid(field, message) from None
+        except BadInput as error:
+            raise invalid(where, str(error)) from None
+    return out
+
+
+def submit(
+    plane: ControlPlane,
+    who: Identity,
+    raws: Sequence[Mapping[str, Any]],
+    specs: Sequence[TaskSpec],
+    idempotency_key: str | None,
+    batch: bool,
+) -> list[dict[str, Any]]:
+    """Insert the tasks (state ``pending``) and return their rows.
+
+    With an `idempotency_key`, a retry of the same submission returns the tasks the first one
+    created (the key is unique per tenant; a batch's tasks carry ``KEY#i``).
+    """
+    keys = _keys(idempotency_key, len(specs), batch)
+    if keys is not None:
+        existing = _by_keys(plane, who.tenant, keys)
+        if existing is not None:
+            return existing
+    demands = [demand_of(s) for s in specs]
+    live = plane.live()
+    quote_max = _admit(plane, who, live, specs, demands, batch)
+    now = time.time()
+    rows = [
+        {
+            "tenant_id": who.tenant, "user_id": who.user_id, "name": s.name,
+            "spec": dict(raw), "state": states.PENDING, "version": 1,
+            "submitted_at": now, "updated_at": now, "policy": d.policy, "cpus": d.cpus,
+            "gpu_milli": d.gpu_milli, "devices": list(d.devices) if d.devices else None,
+            "run_s": d.run_s, "timeout_s": d.timeout_s, "ref_device": d.ref_device,
+            "precision": d.precision, "location": d.location, "rules": d.rules,
+            "retries": s.retries, "user_failures": 0, "infra_failures": 0,
+            "max_price_micro": s.placement.max_price_micro, "quote_max_micro": q,
+            "cancel_requested": False, "idempotency_key": None if keys is None else keys[i],
+        }
+        for i, (raw, s, d, q) in enumerate(zip(raws, specs, demands, quote_max, strict=True))
+    ]
+    try:
+        with plane.write() as conn:
+            ids = [r[0] for r in conn.execute(insert(db.tasks).returning(db.tasks.c.id), rows)]
+    except IntegrityError:
+        # A concurrent retry with the same key won the race: answer with its tasks.
+        if keys is not None:
+            existing = _by_keys(plane, who.tenant, keys)
+            if existing is not None:
+                return existing
+        raise
+    plane.wake_scheduler.set()
+    with plane.engine.connect() as conn:
+        return _rows(conn, sorted(ids))
+
+
+def _keys(key: str | None, n: int, batch: bool) -> list[str] | None:
+    if key is None:
+        return None
+    if not key or len(key) > 200:
+        raise invalid("Idempotency-Key", "1 to 200 characters", 400)
+    return [f"{key}#{i}" for i in range(n)] if batch else [key]
+
+
+def _by_keys(plane: ControlPlane, tenant: str, keys: list[str]) -> list[dict[str, Any]] | None:
+    with plane.engine.connect() as conn:
+        ids = conn.execute(
+            select(db.tasks.c.id).where(
+                db.tasks.c.tenant_id == tenant, db.tasks.c.idempotency_key.in_(keys)
+            )
+        ).scalars().all()
+        return _rows(conn, sorted(ids)) if ids else None
+
+
+def _admit(
+    plane: ControlPlane,
+    who: Identity,
+    live: LiveNetwork,
+    specs: Sequence[TaskSpec],
+    demands: Sequence[Demand],
+    batch: bool,
+) -> list[int | None]:
+    """Refuse what no registered pool could ever hold, or what its price or budget rules out.
+
+    Returns each task's quote maximum (the largest maximum over its candidates), or None when
+    no site is registered yet (the task then waits as pending).
+    """
+    if live.empty:
+        return [None] * len(specs)
+    quotes = quote_rows(live, demands, who.tenant, time.time(), every_site=True)
+    budget_left = _budget_left(plane, who.tenant)
+    out: list[int | None] = []
+    for i, (spec, q) in enumerate(zip(specs, quotes, strict=True)):
+        where = f"tasks[{i}]." if batch else ""
+        if not q:
+            raise invalid(
+                f"{where}resources",
+                "a size some registered pool could hold; none of "
+                f"{len(live.pool_keys)} pools has a node with these devices and cores",
+            )
+        cheapest_max = min(c.max_micro for c in q)
+        limit = spec.placement.max_price_micro
+        if limit is not None and cheapest_max > limit:
+            raise invalid(
+                f"{where}placement.max_price",
+                f"at least the quote's maximum {from_micro(cheapest_max)} {plane.currency} "
+                f"(longest run on the cheapest candidate), got {from_micro(limit)}",
+            )
+        if budget_left is not None and cheapest_max > budget_left:
+            raise ApiError(
+                402, "Payment Required",
+                f"{where}quote maximum {from_micro(cheapest_max)} {plane.currency} exceeds the "
+                f"tenant's remaining budget {from_micro(budget_left)} for this period",
+                [{"field": f"{where}placement", "message": "over the remaining budget"}],
+            )
+        affordable = [c.max_micro for c in q if limit is None or c.max_micro <= limit]
+        out.append(max(affordable))
+    return out
+
+
+def _budget_left(plane: ControlPlane, tenant: str) -> int | None:
+    with plane.engine.connect() as conn:
+        budget = conn.execute(
+            select(db.tenants.c.budget_micro).where(db.tenants.c.id == tenant)
+        ).scalar()
+        if budget is None:
+            return None
+        return int(budget) - spent_this_period(conn, tenant, time.time())
+
+
+def _rows(conn: Connection, ids: Sequence[int]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for start in range(0, len(ids), 500):
+        chunk = list(ids[start:start + 500])
+        rows = conn.execute(select(db.tasks).where(db.tasks.c.id.in_(chunk))).mappings().all()
+        out.extend(dict(r) for r in rows)
+    out.sort(key=lambda r: int(r["id"]))
+    return _with_figures(conn, out)
+
+
+def _with_figures(conn: Connection, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Add each task's attempt count and billed cost."""
+    if not rows:
+        return rows
+    ids = [r["id"] for r in rows]
+    n_attempts = dict(conn.execute(
+        select(db.attempts.c.task_id, func.count()).where(db.attempts.c.task_id.in_(ids))
+        .group_by(db.attempts.c.task_id)
+    ).all())
+    cost = dict(conn.execute(
+        select(db.ledger.c.task_id, func.sum(db.ledger.c.total_micro))
+        .where(db.ledger.c.task_id.in_(ids)).group_by(db.ledger.c.task_id)
+    ).all())
+    for r in rows:
+        r["n_attempts"] = int(n_attempts.get(r["id"], 0))
+        r["cost_micro"] = int(cost.get(r["id"]) or 0)
+    return rows
+
+
+def task_out(row: Mapping[str, Any], currency: str, with_spec: bool = False) -> TaskOut:
+    q = row["quote_max_micro"]
+    return TaskOut(
+        id=row["id"], name=row["name"], tenant=row["tenant_id"], state=row["state"],
+        reason=row["reason"], policy=row["policy"], site=row["site_id"], pool=row["pool_id"],
+        submitted_at=row["submitted_at"], updated_at=row["updated_at"],
+        finished_at=row["finished_at"], exit_code=row["exit_code"], signal=row["signal"],
+        attempts=row.get("n_attempts", 0), retries=row["retries"],
+        user_failures=row["user_failures"], infra_failures=row["infra_failures"],
+        quote_max=None if q is None else from_micro(q),
+        cost=from_micro(row.get("cost_micro", 0)), currency=currency,
+        spec=row["spec"] if with_spec else None,
+    )
+
+
+def visible(who: Identity) -> Any:
+    """The tasks `who` may see: its tenant's (an operator sees every tenant's)."""
+    return True if who.operator else db.tasks.c.tenant_id == who.tenant
+
+
+def get(plane: ControlPlane, who: Identity, task_id: int) -> dict[str, Any]:
+    with plane.engine.connect() as conn:
+        row = conn.execute(
+            select(db.tasks).where(db.tasks.c.id == task_id, visible(who))
+        ).mappings().first()
+        if row is None:
+            raise not_found("task", task_id)
+        return _with_figures(conn, [dict(row)])[0]
+
+
+def list_tasks(
+    plane: ControlPlane, who: Identity, state: str | None, name: str | None, limit: int,
+    after: int | None,
+) -> tuple[list[dict[str, Any]], int | None]:
+    """A page of tasks, newest first; `after` is the cursor the previous page returned."""
+    if state is not None and state not in states.TASK_TRANSITIONS:
+        raise invalid("state", f"one of {', '.join(states.TASK_TRANSITIONS)}", 400)
+    query = select(db.tasks).where(visible(who))
+    if state is not None:
+        query = query.where(db.tasks.c.state == state)
+    if name is not None:
+        query = query.where(db.tasks.c.name == name)
+    if after is not None:
+        query = query.where(db.tasks.c.id < after)
+    query = query.order_by(db.tasks.c.id.desc()).limit(limit + 1)
+    with plane.engine.connect() as conn:
+        rows = [dict(r) for r in conn.execute(query).mappings()]
+        more = len(rows) > limit
+        rows = _with_figures(conn, rows[:limit])
+    return rows, (int(rows[-1]["id"]) if more else None)
+
+
+def cancel(plane: ControlPlane, who: Identity, task_id: int) -> dict[str, Any]:
+    """Cancel at once if no attempt holds devices; else ask its agent to stop it.
+
+    A running attempt is stopped by its agent (told on its next heartbeat) and billed for what it
+    ran; the task ends ``cancelled`` when the agent reports the exit.
+    """
+    now = time.time()
+    for _ in range(10):
+        row = get(plane, who, task_id)
+        state = row["state"]
+        if state in states.TERMINAL:
+            return row
+        with plane.write() as conn:
+            if state in states.ACTIVE:
+                values: dict[str, Any] = {"cancel_requested": True,
+                                          "reason": "cancel requested by the user"}
+            else:
+                states.check_task(state, states.CANCELLED)
+                values = {"state": states.CANCELLED, "finished_at": now,
+                          "reason": "cancelled by the user", "site_id": None}
+            done = conn.execute(
+                update(db.tasks)
+                .where(db.tasks.c.id == task_id, db.tasks.c.version == row["version"])
+                .values(version=db.tasks.c.version + 1, updated_at=now, **values)
+            ).rowcount
+        if done:
+            return get(plane, who, task_id)
+    raise ApiError(409, "Conflict", f"task {task_id} kept changing; try again")
+
+
+
+
+def describe_need(row: dict[str, Any]) -> str:
+    """What a task asks for, in words (for reasons)."""
+    if row["gpu_milli"]:
+        devices = ", ".join(row["devices"] or []) or "any accelerator"
+        return f"{row['gpu_milli'] / 1000:g} x ({devices}) with {row['cpus']} cores"
+    return f"{row['cpus']} cores"

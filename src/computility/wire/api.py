@@ -1,0 +1,299 @@
+"""The REST API's bodies (``/api/v1``): what the server, the agent and the SDK exchange.
+
+Requests forbid unknown fields, so a misspelt field is a 422 naming it rather than a silent
+default. Money is shown as a decimal number of the network's currency (``12.345678``), computed
+from integer micro-units; times are UNIX seconds (UTC).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+TASK_STATES = (
+    "pending", "held", "queued", "leased", "running",
+    "succeeded", "failed", "cancelled", "lost",
+)
+TERMINAL_TASK_STATES = ("succeeded", "failed", "cancelled", "lost")
+ATTEMPT_STATES = ("leased", "running", "succeeded", "failed", "cancelled", "lost")
+BACKENDS = ("local", "slurm", "ray", "kubernetes", "fake")
+ROLES = ("user", "provider", "operator")
+
+SLUG = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+
+class Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Reply(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+# --- tasks -------------------------------------------------------------------------------------
+
+
+class TaskOut(Reply):
+    id: int
+    name: str | None
+    tenant: str
+    state: str
+    reason: str | None = None
+    policy: str
+    site: str | None = None
+    pool: str | None = None
+    submitted_at: float
+    updated_at: float
+    finished_at: float | None = None
+    exit_code: int | None = None
+    signal: int | None = None
+    attempts: int = 0
+    retries: int
+    user_failures: int = 0
+    infra_failures: int = 0
+    quote_max: float | None = None
+    cost: float = 0.0
+    currency: str = "CNY"
+    spec: dict[str, Any] | None = None
+
+
+class TaskList(Reply):
+    tasks: list[TaskOut]
+    next_cursor: int | None = None
+
+
+class SubmitMany(Request):
+    tasks: list[dict[str, Any]] = Field(min_length=1, max_length=10_000)
+
+
+class Submitted(Reply):
+    tasks: list[TaskOut]
+
+
+class Candidate(Reply):
+    site: str
+    pool: str
+    device: str
+    region: str
+    run_s: float
+    price: float
+    max_price: float
+    carbon_kg: float
+    energy_kwh: float
+    free_now: bool
+    score: float | None = None
+    chosen: bool = False
+
+
+class Quote(Reply):
+    currency: str
+    run_s: float
+    timeout_s: float
+    candidates: list[Candidate]
+    max_price: float | None = None
+    reason: str | None = None
+
+
+class Explanation(Reply):
+    task: int
+    state: str
+    reason: str | None
+    site: str | None
+    pool: str | None
+    policy: str
+    candidates: list[Candidate]
+
+
+class AttemptOut(Reply):
+    id: int
+    task: int
+    number: int
+    site: str
+    pool: str
+    state: str
+    leased_at: float
+    started_at: float | None
+    ended_at: float | None
+    exit_code: int | None
+    run_s: float | None
+    reason: str | None
+
+
+# --- sites and agents --------------------------------------------------------------------------
+
+
+class PoolIn(Request):
+    id: str = Field(pattern=SLUG)
+    device: str = Field(min_length=1, max_length=64)
+    count: int = Field(ge=1, le=10_000_000)
+    devices_per_node: int = Field(default=1, ge=1)
+    price_per_cu_hour: float = Field(ge=0, le=1e6)
+
+
+class SiteIn(Request):
+    id: str = Field(pattern=SLUG)
+    region: str = Field(min_length=1, max_length=64)
+    lat: float | None = Field(default=None, ge=-90, le=90)
+    lon: float | None = Field(default=None, ge=-180, le=180)
+    backend: Literal["local", "slurm", "ray", "kubernetes", "fake"] = "local"
+    pue: float = Field(default=1.3, ge=1.0, le=5.0)
+    electricity_price_per_kwh: float | None = Field(default=None, ge=0, le=1e3)
+    carbon_kg_per_kwh: float | None = Field(default=None, ge=0, le=5)
+    pools: list[PoolIn] = Field(min_length=1, max_length=256)
+    tenants: list[str] | None = None
+
+
+class PoolOut(Reply):
+    id: str
+    device: str
+    count: int
+    devices_per_node: int
+    price_per_cu_hour: float
+    free: float
+
+
+class SiteOut(Reply):
+    id: str
+    owner: str
+    region: str
+    backend: str
+    online: bool
+    last_seen_at: float | None
+    pools: list[PoolOut]
+    tenants: list[str] | None = None
+
+
+class SiteRegistered(Reply):
+    site: SiteOut
+    agent_key: str
+
+
+class RunningAttempt(Request):
+    attempt: int
+    token: int
+    run_s: float = Field(default=0.0, ge=0)
+
+
+class Heartbeat(Request):
+    free: dict[str, float] = Field(default_factory=dict)
+    running: list[RunningAttempt] = Field(default_factory=list)
+
+
+class HeartbeatReply(Reply):
+    cancel: list[int]
+    unknown: list[int]
+    lease_ttl_s: float
+    heartbeat_s: float
+
+
+class LeaseRequest(Request):
+    free: dict[str, float]
+    wait_s: float = Field(default=30.0, ge=0, le=30)
+    max_tasks: int = Field(default=64, ge=1, le=1024)
+
+
+class Lease(Reply):
+    attempt: int
+    token: int
+    task: int
+    number: int
+    pool: str
+    units: int
+    expires_at: float
+    spec: dict[str, Any]
+
+
+class Leases(Reply):
+    leases: list[Lease]
+    ttl_s: float
+
+
+class AttemptReport(Request):
+    token: int
+    state: Literal["running", "exited", "failed_to_start"]
+    exit_code: int | None = None
+    signal: int | None = Field(default=None, ge=1, le=64)
+    run_s: float | None = Field(default=None, ge=0)
+    gb_moved: float = Field(default=0.0, ge=0)
+    reason: str | None = Field(default=None, max_length=2000)
+
+
+class ReportReply(Reply):
+    attempt: int
+    state: str
+    billed: bool = False
+    cancel: bool = False
+
+
+# --- tenants, keys, usage ----------------------------------------------------------------------
+
+
+class TenantIn(Request):
+    id: str = Field(pattern=SLUG)
+    concurrent_cu_quota: float | None = Field(default=None, ge=0)
+    budget: float | None = Field(default=None, ge=0)
+
+
+class TenantOut(Reply):
+    id: str
+    concurrent_cu_quota: float | None
+    budget: float | None
+    budget_period: str
+
+
+class KeyIn(Request):
+    user: str = Field(pattern=SLUG)
+    role: Literal["user", "provider", "operator"] = "user"
+
+
+class KeyOut(Reply):
+    id: str
+    tenant: str
+    user: str | None
+    role: str
+    key: str | None = None
+
+
+class Usage(Reply):
+    tenant: str
+    since: float
+    until: float
+    attempts: int
+    cu_hours: float
+    device_hours: float
+    kwh: float
+    carbon_kg: float
+    gb_moved: float
+    compute: float
+    energy: float
+    network: float
+    total: float
+    currency: str
+    budget: float | None = None
+    budget_left: float | None = None
+
+
+class SiteEarnings(Reply):
+    site: str
+    since: float
+    until: float
+    attempts: int
+    cu_hours: float
+    total: float
+    currency: str
+
+
+class Earnings(Reply):
+    owner: str
+    sites: list[SiteEarnings]
+
+
+class Problem(Reply):
+    """RFC 9457 problem details; `errors` names each bad field."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str
+    errors: list[dict[str, str]] = Field(default_factory=list)
