@@ -16,6 +16,7 @@ from typer.exceptions import TyperException
 
 from computility.cli.network import network_app
 from computility.cli.sim import sim_command
+from computility.cli.up import db_app, up_command
 from computility.domain.errors import BadInput
 
 app = typer.Typer(
@@ -27,6 +28,8 @@ app = typer.Typer(
 )
 app.command("sim")(sim_command)
 app.add_typer(network_app, name="network")
+app.command("up")(up_command)
+app.add_typer(db_app, name="db")
 
 
 @app.callback()

@@ -203,7 +203,10 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         wake = asyncio.Event()
         app.state.lease_wake = wake
         aio = asyncio.get_running_loop()
-        plane.on_placed.append(lambda: aio.call_soon_threadsafe(wake.set))
+        def wake_leases() -> None:
+            aio.call_soon_threadsafe(wake.set)
+
+        plane.on_placed.append(wake_leases)
         grace_after_restart(plane, time.time())
         loop = SchedulingLoop(plane) if settings.run_loop else None
         app.state.loop = loop
@@ -230,7 +233,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         return {"status": "ok"}
 
     install_metrics(app, plane)
-    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)  # type: ignore[arg-type]
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     return app
 
 

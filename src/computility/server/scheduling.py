@@ -93,8 +93,8 @@ def cycle(plane: ControlPlane, leadership: Leadership, now: float | None = None)
     t1 = time.perf_counter()
     live = plane.live()
     with plane.engine.connect() as conn:
-        rows = conn.execute(select(*_COLUMNS).where(
-            db.tasks.c.state.in_((states.PENDING, states.HELD))).order_by(db.tasks.c.id)).all()
+        rows: list[Any] = list(conn.execute(select(*_COLUMNS).where(
+            db.tasks.c.state.in_((states.PENDING, states.HELD))).order_by(db.tasks.c.id)))
         free_rows = conn.execute(select(db.pools.c.site_id, db.pools.c.pool_id,
                                         db.pools.c.free_units)).all()
         queued = conn.execute(
@@ -273,7 +273,7 @@ class SchedulingLoop:
 
     def __init__(self, plane: ControlPlane) -> None:
         self.plane = plane
-        self.leadership = Leadership(plane)
+        self.leadership = Leadership(plane, plane.settings.leader_stale_s)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="scheduling-loop", daemon=True)
         self.last: CycleReport | None = None

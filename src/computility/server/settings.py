@@ -40,6 +40,38 @@ class Settings:
     """The scheduling loop runs at least this often, and at once after a submission."""
     max_body_bytes: int = MAX_BODY_BYTES
     blob_limit_bytes: int = BLOB_LIMIT_BYTES
+    leader_stale_s: float = 10.0
+    """A leader silent this long is replaced (PostgreSQL replicas)."""
     run_loop: bool = True
     replica: str = ""
     """This replica's name in the leadership table (host:pid when empty)."""
+
+
+TUNABLE = {
+    "COMPUTILITY_CYCLE_S": "cycle_s",
+    "COMPUTILITY_LEASE_TTL_S": "lease_ttl_s",
+    "COMPUTILITY_OFFLINE_AFTER_S": "offline_after_s",
+    "COMPUTILITY_LEADER_STALE_S": "leader_stale_s",
+    "COMPUTILITY_REPLICA": "replica",
+}
+"""Environment variables that override timing settings of `computility up` (operators tune
+these for tests and drills; the defaults are the protocol's)."""
+
+
+def from_environment(**fields: object) -> Settings:
+    """Settings from `fields`, with `TUNABLE` environment overrides applied."""
+    values: dict[str, object] = dict(fields)
+    for env, name in TUNABLE.items():
+        raw = os.environ.get(env)
+        if raw is None:
+            continue
+        if name == "replica":
+            values[name] = raw
+            continue
+        try:
+            values[name] = float(raw)
+        except ValueError:
+            from computility.domain.errors import UsageError
+
+            raise UsageError(f"{env}: expected a number of seconds, got '{raw}'") from None
+    return Settings(**values)  # type: ignore[arg-type]

@@ -125,7 +125,7 @@ class FakeAgent:
     price_per_cu_hour: float = 0.5
     time_scale: float = 0.001
     heartbeat_s: float = 5.0
-    lease_wait_s: float = 5.0
+    lease_wait_s: float = 1.0
     electricity_price_per_kwh: float | None = 0.5
     carbon_kg_per_kwh: float | None = 0.5
     key: str = ""
@@ -253,6 +253,9 @@ class FakeAgent:
                            json={"token": run.token, **body})
             except httpx.HTTPError:
                 self._stop.wait(0.2)
+                continue
+            if r.status_code >= 500:
+                self._stop.wait(0.1)
                 continue
             if r.status_code == 409:
                 self.refused += 1

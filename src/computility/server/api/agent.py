@@ -18,6 +18,7 @@ from starlette.concurrency import run_in_threadpool
 
 from computility.server.api.deps import Caller, Plane
 from computility.server.db import schema as db
+from computility.server.db.retry import retrying
 from computility.server.problems import ApiError, forbidden, invalid, not_found
 from computility.server.store import attempts, sites
 from computility.server.store.files import FILE_KINDS, attach, blob_store
@@ -37,7 +38,7 @@ POLL_S = 0.5
 
 @router.post("/heartbeat", response_model=HeartbeatReply)
 def heartbeat(body: Heartbeat, who: Caller, plane: Plane) -> HeartbeatReply:
-    return sites.heartbeat(plane, who, body)
+    return retrying(sites.heartbeat, plane, who, body)
 
 
 @router.post("/lease", response_model=Leases)
@@ -45,7 +46,8 @@ async def lease(body: LeaseRequest, who: Caller, plane: Plane, request: Request)
     deadline = time.monotonic() + min(body.wait_s, plane.settings.long_poll_max_s)
     wake: asyncio.Event = request.app.state.lease_wake
     while True:
-        got = await run_in_threadpool(attempts.claim, plane, who, body.free, body.max_tasks)
+        got = await run_in_threadpool(retrying, attempts.claim, plane, who, body.free,
+                                      body.max_tasks)
         left = deadline - time.monotonic()
         if got or left <= 0 or await request.is_disconnected():
             return Leases(leases=got, ttl_s=plane.settings.lease_ttl_s)
@@ -56,7 +58,7 @@ async def lease(body: LeaseRequest, who: Caller, plane: Plane, request: Request)
 
 @router.post("/attempts/{attempt_id}/report", response_model=ReportReply)
 def report(attempt_id: int, body: AttemptReport, who: Caller, plane: Plane) -> ReportReply:
-    return attempts.report(plane, who, attempt_id, body)
+    return retrying(attempts.report, plane, who, attempt_id, body)
 
 
 def _own_attempt(plane: Plane, who: Caller, attempt_id: int, token: int | None) -> int:
@@ -81,7 +83,7 @@ async def put_file(
         raise invalid("kind", f"one of {', '.join(FILE_KINDS)}", 400)
     task_id = await run_in_threadpool(_own_attempt, plane, who, attempt_id, x_attempt_token)
     digest, size = await blob_store(plane).put_async(request.stream())
-    await run_in_threadpool(attach, plane, task_id, attempt_id, kind, digest, size)
+    await run_in_threadpool(retrying, attach, plane, task_id, attempt_id, kind, digest, size)
     return Response(status_code=204)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from computility.server.api.deps import Caller, Plane
+from computility.server.db.retry import retrying
 from computility.server.store import billing, sites
 from computility.wire.api import Earnings, SiteIn, SiteOut, SiteRegistered
 
@@ -13,7 +14,7 @@ router = APIRouter(prefix="/api/v1", tags=["sites"])
 
 @router.post("/sites", status_code=201, response_model=SiteRegistered)
 def register_site(body: SiteIn, who: Caller, plane: Plane) -> SiteRegistered:
-    site, key = sites.register(plane, who, body)
+    site, key = retrying(sites.register, plane, who, body)
     return SiteRegistered(site=site, agent_key=key)
 
 

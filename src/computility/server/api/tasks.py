@@ -11,6 +11,7 @@ from fastapi.responses import FileResponse, PlainTextResponse
 from starlette.concurrency import run_in_threadpool
 
 from computility.server.api.deps import Caller, Plane
+from computility.server.db.retry import retrying
 from computility.server.problems import ApiError, forbidden, invalid, not_found
 from computility.server.store import tasks as store
 from computility.server.store.attempts import list_for_task
@@ -57,8 +58,8 @@ async def submit_task(
         raise forbidden("submitting tasks needs a user or operator key")
     body = await _spec_body(request)
     specs = store.parse_specs([body], None)
-    rows = await run_in_threadpool(store.submit, plane, who, [body], specs, idempotency_key,
-                                   False)
+    rows = await run_in_threadpool(retrying, store.submit, plane, who, [body], specs,
+                                   idempotency_key, False)
     return store.task_out(rows[0], plane.currency)
 
 
@@ -70,7 +71,7 @@ async def submit_tasks(
     if not who.may_submit():
         raise forbidden("submitting tasks needs a user or operator key")
     specs = store.parse_specs(body.tasks, "tasks")
-    rows = await run_in_threadpool(store.submit, plane, who, body.tasks, specs,
+    rows = await run_in_threadpool(retrying, store.submit, plane, who, body.tasks, specs,
                                    idempotency_key, True)
     return Submitted(tasks=[store.task_out(r, plane.currency) for r in rows])
 
@@ -94,7 +95,7 @@ def get_task(task_id: int, who: Caller, plane: Plane) -> TaskOut:
 def cancel_task(task_id: int, who: Caller, plane: Plane) -> TaskOut:
     if not who.may_submit():
         raise forbidden("cancelling tasks needs a user or operator key")
-    row = store.cancel(plane, who, task_id)
+    row = retrying(store.cancel, plane, who, task_id)
     plane.wake_scheduler.set()
     return store.task_out(row, plane.currency)
 

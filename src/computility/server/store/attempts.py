@@ -47,6 +47,7 @@ def claim(
             if amount < 0 or amount > pool["count"]:
                 raise invalid(f"free.{name}", f"between 0 and {pool['count']}, got {amount}")
             room[name] = int(amount) if pool["device"] in cpu else round(amount * MILLI)
+        reported = dict(room)
         query = (
             select(db.tasks.c.id, db.tasks.c.version, db.tasks.c.pool_id, db.tasks.c.units,
                    db.tasks.c.spec)
@@ -55,13 +56,14 @@ def claim(
         )
         if not is_sqlite(plane.engine):
             query = query.with_for_update(skip_locked=True)
-        chosen = []
+        chosen: list[Any] = []
         for t in conn.execute(query).mappings():
             left = room.get(t["pool_id"], 0)
             if t["units"] <= left and len(chosen) < max_tasks:
                 room[t["pool_id"]] = left - int(t["units"])
                 chosen.append(t)
         if not chosen:
+            _set_free(conn, site, reported)
             return []
         ids = [t["id"] for t in chosen]
         numbers = dict(conn.execute(
@@ -88,7 +90,15 @@ def claim(
             leases.append(Lease(attempt=attempt_id, token=token, task=t["id"], number=number,
                                 pool=t["pool_id"], units=int(t["units"]),
                                 expires_at=now + ttl, spec=t["spec"]))
+        _set_free(conn, site, reported)
     return leases
+
+
+def _set_free(conn: Connection, site: str, units: dict[str, int]) -> None:
+    """Record the free units an agent reported (pools are locked last, by every writer)."""
+    for name, value in sorted(units.items()):
+        conn.execute(update(db.pools).where(db.pools.c.site_id == site,
+                                            db.pools.c.pool_id == name).values(free_units=value))
 
 
 def report(
@@ -199,6 +209,15 @@ def _exited(
         else:
             _set_task(conn, task, states.FAILED, now, user_failures=failures,
                       reason=f"exited {exit_code}", **done)
+    # Pools last (the lock order of every writer). Its devices are free again: counted at once,
+    # not only at the next heartbeat.
+    pool = conn.execute(select(db.pools.c.free_units, db.pools.c.count, db.pools.c.device).where(
+        db.pools.c.site_id == a["site_id"], db.pools.c.pool_id == a["pool_id"])).first()
+    if pool is not None:
+        capacity = int(pool[1]) * (1 if pool[2] in _cpu_ids() else MILLI)
+        conn.execute(update(db.pools).where(db.pools.c.site_id == a["site_id"],
+                                            db.pools.c.pool_id == a["pool_id"])
+                     .values(free_units=min(capacity, int(pool[0]) + int(a["units"]))))
     plane.wake_scheduler.set()
     return ReportReply(attempt=a["id"], state=attempt_state, billed=True)
 

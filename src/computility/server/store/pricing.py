@@ -62,7 +62,9 @@ def quote_rows(
     reps = [demands[i] for i in firsts]
     workload = live.workload(list(range(len(reps))), reps, [tenant] * len(reps), now_ts)
     order = {int(t): i for i, t in enumerate(workload.ids.tolist())}
-    rules = {order[i]: r for i, d in enumerate(reps) if (r := site_rules(d.rules)) is not None}
+    rules = {
+        order[i]: rule for i, d in enumerate(reps) if (rule := site_rules(d.rules)) is not None
+    }
     speed = live.speed(workload)
     placement = live.placement(workload, "balanced", speed, rules)
     allowed = np.array(

@@ -177,7 +177,6 @@ def heartbeat(plane: ControlPlane, who: Identity, beat: Heartbeat) -> HeartbeatR
         if not row[0]:
             values["version"] = db.sites.c.version + 1  # back online: rebuild the live network
         conn.execute(update(db.sites).where(db.sites.c.id == site_id).values(**values))
-        _set_free(conn, site_id, beat.free)
         unknown: list[int] = []
         cancel: list[int] = []
         if beat.running:
@@ -201,6 +200,7 @@ def heartbeat(plane: ControlPlane, who: Identity, beat: Heartbeat) -> HeartbeatR
                              .values(lease_expires_at=now + plane.settings.lease_ttl_s))
                 cancel = _to_stop(plane, conn, [held[i]["task_id"] for i in live_ids],
                                   {r.attempt: r.run_s for r in beat.running}, live_ids, now)
+        _set_free(conn, site_id, beat.free)  # pools last: the lock order of every writer
     return HeartbeatReply(cancel=cancel, unknown=unknown, lease_ttl_s=plane.settings.lease_ttl_s,
                           heartbeat_s=plane.settings.heartbeat_s)
 

@@ -189,11 +189,11 @@ def _with_figures(conn: Connection, rows: list[dict[str, Any]]) -> list[dict[str
     if not rows:
         return rows
     ids = [r["id"] for r in rows]
-    n_attempts = dict(conn.execute(
+    n_attempts: dict[int, int] = dict(conn.execute(
         select(db.attempts.c.task_id, func.count()).where(db.attempts.c.task_id.in_(ids))
         .group_by(db.attempts.c.task_id)
     ).all())
-    cost = dict(conn.execute(
+    cost: dict[int, int] = dict(conn.execute(
         select(db.ledger.c.task_id, func.sum(db.ledger.c.total_micro))
         .where(db.ledger.c.task_id.in_(ids)).group_by(db.ledger.c.task_id)
     ).all())

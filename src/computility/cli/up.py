@@ -1,0 +1,95 @@
+"""``computility up`` (the service, in the foreground) and ``computility db upgrade``.
+
+On first start the service creates tenant ``default`` and an operator key that can also submit,
+and, when no profile exists yet, writes the server URL and that key into the default profile
+``$XDG_CONFIG_HOME/computility/config.toml`` (mode 600) before it starts answering, so that the
+CLI on the same machine needs no other step. `COMPUTILITY_SERVER` and `COMPUTILITY_API_KEY`
+override the profile.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from computility.domain.errors import UsageError
+
+DEFAULT_PORT = 8470
+
+db_app = typer.Typer(help="The control plane's database.", no_args_is_help=True)
+
+
+def config_home() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "computility"
+
+
+def profile_path() -> Path:
+    return config_home() / "config.toml"
+
+
+def write_profile(server: str, key: str) -> Path | None:
+    """Write the default profile unless one exists; returns its path if written."""
+    path = profile_path()
+    if path.exists():
+        return None
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    text = f'[default]\nserver = "{server}"\napi_key = "{key}"\n'
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    return path
+
+
+def up_command(
+    db: Annotated[str | None, typer.Option("--db", help="Database URL (default: SQLite under "
+                                           "$XDG_DATA_HOME/computility).")] = None,
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to bind.")] = DEFAULT_PORT,
+    no_local_site: Annotated[bool, typer.Option("--no-local-site",
+                                                help="Do not run a local agent.")] = False,
+    network: Annotated[str, typer.Option(help="Topology sites register into.")] = "default",
+) -> None:
+    """Run the control plane in the foreground until SIGINT/SIGTERM."""
+    import uvicorn
+
+    from computility.server.app import create_app
+    from computility.server.settings import from_environment
+
+    if not 0 < port < 65536:
+        raise UsageError(f"--port: expected 1-65535, got {port}")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    settings = from_environment(db_url=db, network=network)
+    app = create_app(settings)
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    url = f"http://{shown}:{port}"
+    key = app.state.first_key
+    if key:
+        written = write_profile(url, key)
+        if written is not None:
+            print(f"computility: admin key written to {written}", file=sys.stderr)
+        else:
+            print(f"computility: admin key (shown once): {key}", file=sys.stderr)
+    # The local agent arrives with the agent issue; until then the service runs without one.
+    _ = no_local_site
+    print(f"computility: serving {url}", file=sys.stderr)
+    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5)
+
+
+@db_app.command("upgrade")
+def db_upgrade(
+    db: Annotated[str | None, typer.Option("--db", help="Database URL (default: SQLite under "
+                                           "$XDG_DATA_HOME/computility).")] = None,
+) -> None:
+    """Apply every pending migration (the service also does this on start)."""
+    from computility.server.app import open_database
+    from computility.server.db.engine import current_revision
+    from computility.server.settings import Settings
+
+    engine = open_database(Settings(db_url=db))
+    print(f"database at revision {current_revision(engine)}", file=sys.stderr)
