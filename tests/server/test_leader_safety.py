@@ -150,13 +150,17 @@ def advisory_holder(engine: Engine) -> int | None:
             {"lo": LOCK_KEY & 0xFFFFFFFF, "hi": LOCK_KEY >> 32}).scalar()
 
 
-def stalled_transactions(engine: Engine, older_than_s: float) -> list[Any]:
-    """Sessions of this database in a transaction open for longer than `older_than_s`."""
+def stalled_transactions(
+    engine: Engine, older_than_s: float, besides: int | None = None
+) -> list[Any]:
+    """Sessions of this database (other than `besides`) in a transaction open for longer than
+    `older_than_s`."""
     with engine.connect() as conn:
         return list(conn.execute(text(
             "SELECT pid, state, query FROM pg_stat_activity WHERE datname = current_database() "
-            "AND pid <> pg_backend_pid() AND xact_start IS NOT NULL "
-            "AND xact_start < now() - make_interval(secs => :s)"), {"s": older_than_s}).all())
+            "AND pid <> pg_backend_pid() AND pid <> :besides AND xact_start IS NOT NULL "
+            "AND xact_start < now() - make_interval(secs => :s)"),
+            {"s": older_than_s, "besides": besides or 0}).all())
 
 
 def fake_spec(name: str, run_s: int = 50) -> dict[str, Any]:
@@ -204,12 +208,13 @@ def test_a_stopped_leader_is_replaced_and_its_resumption_lands_no_stale_write(
                           time_scale=0.01, heartbeat_s=0.5, lease_wait_s=1.0).start()
 
         # Stop the leader outside any transaction of its own (stopped inside one, it would
-        # block the takeover: see the in-process test of that case below).
+        # block the takeover: see the in-process test of that case below). Its lock's session
+        # is left aside: it is always idle in a transaction (see the test of that below).
         for _ in range(10):
             old.send(signal.SIGSTOP)
             stopped_at = time.time()
             time.sleep(0.3)
-            if not stalled_transactions(engine, 0.25):
+            if not stalled_transactions(engine, 0.25, besides=first["backend_pid"]):
                 break
             old.send(signal.SIGCONT)
             time.sleep(0.05)
@@ -486,14 +491,39 @@ def test_a_leader_stopped_inside_its_write_transaction_does_not_block_the_failov
         ticker.start()
         ticker.join(timeout=5.0)
         led = "at" in took
+        waited = time.monotonic() - stalled_at
         stuck = [r.query for r in stalled_transactions(b.engine, 1.0)]
     finally:
         release.set()
         thread.join(timeout=15)
     ticker.join(timeout=30)
     assert led, (
-        f"B did not take over within {time.monotonic() - stalled_at:.0f} s of A stalling "
-        f"inside its write transaction (sessions waiting: {stuck}; {took})")
+        f"B did not take over within {waited:.1f} s of A stalling inside its write "
+        f"transaction; sessions in old transactions: {stuck}")
     assert took["at"] - stalled_at < 5.0
     row = leadership_row(b.engine)
     assert row is not None and (row["holder"], row["epoch"]) == ("B", 2)
+
+
+def test_the_leaders_lock_session_keeps_no_transaction_open(
+    setup: tuple[Planes, list[int]]
+) -> None:
+    """The advisory lock lives on a session of its own, checked with ``SELECT 1`` at each renewal.
+    That session must not sit "idle in transaction": an open transaction there holds back the
+    database's xmin horizon (VACUUM cannot remove the dead rows that every heartbeat, lease and
+    placement leaves) for as long as the leader lives, and a dead leader's open transaction is
+    what `idle_in_transaction_session_timeout` would cut."""
+    planes, _ = setup
+    a, lead_a = planes.plane("A")
+    now = time.time()
+    assert lead_a.tick(now)
+    for i in range(1, 4):
+        assert lead_a.tick(now + i * 0.1)  # renewals
+    row = leadership_row(a.engine)
+    assert row is not None
+    with a.engine.connect() as conn:
+        session = conn.execute(text(
+            "SELECT state, backend_xmin, query FROM pg_stat_activity WHERE pid = :pid"),
+            {"pid": row["backend_pid"]}).mappings().one()
+    assert session["state"] == "idle", dict(session)
+    assert session["backend_xmin"] is None, dict(session)

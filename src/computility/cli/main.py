@@ -14,10 +14,11 @@ from collections.abc import Sequence
 import typer
 from typer.exceptions import TyperException
 
+from computility.cli.download import download_command
 from computility.cli.network import network_app
 from computility.cli.sim import sim_command
 from computility.cli.up import db_app, up_command
-from computility.domain.errors import BadInput
+from computility.domain.errors import BadInput, ComputilityError
 
 app = typer.Typer(
     name="computility",
@@ -29,6 +30,7 @@ app = typer.Typer(
 app.command("sim")(sim_command)
 app.add_typer(network_app, name="network")
 app.command("up")(up_command)
+app.command("download")(download_command)
 app.add_typer(db_app, name="db")
 
 
@@ -85,6 +87,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             print(f"computility: {message}", file=sys.stderr)
         sys.exit(2)
     except BrokenPipeError:
+        sys.exit(1)
+    except ComputilityError as e:  # a failure that is not the user's input: one line, exit 1
+        print(f"computility: {_one_line(str(e))}", file=sys.stderr)
         sys.exit(1)
     except Exception as e:  # the last line of defence: one line, not a traceback
         if os.environ.get("COMPUTILITY_DEBUG"):

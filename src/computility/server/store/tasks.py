@@ -23,6 +23,7 @@ from computility.server.db import schema as db
 from computility.server.live import Demand, LiveNetwork, demand_of
 from computility.server.plane import ControlPlane
 from computility.server.problems import ApiError, invalid, not_found
+from computility.server.store.files import owns_upload
 from computility.server.store.pricing import quote_rows, spent_this_period
 from computility.wire.api import TaskOut
 from computility.wire.spec import TaskSpec, task_spec_from_mapping
@@ -67,6 +68,7 @@ def submit(
         existing = _by_keys(plane, who.tenant, keys)
         if existing is not None:
             return existing
+    workdirs = _workdirs(plane, who, specs, batch)
     demands = [demand_of(s) for s in specs]
     live = plane.live()
     quote_max = _admit(plane, who, live, specs, demands, batch)
@@ -82,6 +84,7 @@ def submit(
             "retries": s.retries, "user_failures": 0, "infra_failures": 0,
             "max_price_micro": s.placement.max_price_micro, "quote_max_micro": q,
             "cancel_requested": False, "idempotency_key": None if keys is None else keys[i],
+            "workdir": workdirs[i],
         }
         for i, (raw, s, d, q) in enumerate(zip(raws, specs, demands, quote_max, strict=True))
     ]
@@ -98,6 +101,30 @@ def submit(
     plane.wake_scheduler.set()
     with plane.engine.connect() as conn:
         return _rows(conn, sorted(ids))
+
+
+DIGEST_PREFIX = "sha256:"
+
+
+def _workdirs(
+    plane: ControlPlane, who: Identity, specs: Sequence[TaskSpec], batch: bool
+) -> list[str | None]:
+    """Each task's workdir as the digest of an archive its tenant uploaded (or None)."""
+    out: list[str | None] = []
+    for i, spec in enumerate(specs):
+        field = f"tasks[{i}].workdir" if batch else "workdir"
+        if spec.workdir is None:
+            out.append(None)
+            continue
+        digest = spec.workdir.removeprefix(DIGEST_PREFIX)
+        if not spec.workdir.startswith(DIGEST_PREFIX) or len(digest) != 64:
+            raise invalid(field, "the digest 'sha256:<hex>' of an archive uploaded with POST "
+                          f"/api/v1/uploads (the CLI packs and uploads a directory), got "
+                          f"'{spec.workdir}'")
+        if not owns_upload(plane, who.tenant, digest):
+            raise invalid(field, f"an archive this tenant uploaded; no upload {spec.workdir}")
+        out.append(digest)
+    return out
 
 
 def _keys(key: str | None, n: int, batch: bool) -> list[str] | None:
