@@ -151,16 +151,8 @@ def _place(live: LiveNetwork, rows: list[Any], free: np.ndarray, now: float) -> 
     position = np.empty(len(rows), np.int64)
     position[workload.ids] = np.arange(len(rows))  # workload row of each task row
     rules = {}
-    for i, d in enumerate(demands):
-        r = site_rules(d.rules)
-        limit = rows[i].max_price_micro
-        if limit is not None:
-            # Only where even the longest run stays within max_price.
-            lines = quote_rows(live, [d], tenants[i], now)[0]
-            affordable = frozenset(q.site for q in lines if q.max_micro <= limit)
-            r = site_rules({**(d.rules or {}), "sites": sorted(affordable)})
-        if r is not None:
-            rules[int(position[i])] = r
+    for i, r in _rules(live, rows, demands, tenants, now).items():
+        rules[int(position[i])] = r
     speed = live.speed(workload)
     choice = np.full(len(rows), -1, np.int64)
     groups: dict[tuple[str, bytes], list[int]] = defaultdict(list)
@@ -188,6 +180,30 @@ def _place(live: LiveNetwork, rows: list[Any], free: np.ndarray, now: float) -> 
             choice[task_row] = pool
             left[pool] -= _units(live, demands[task_row], pool)
     return choice
+
+
+def _rules(
+    live: LiveNetwork, rows: list[Any], demands: list[Demand], tenants: list[str], now: float
+) -> dict[int, Any]:
+    """Per task row with placement rules or a `max_price`: the sites it may go to.
+
+    A task with a `max_price` may go only where even its longest run stays within it; the quotes
+    are computed once per tenant for all such tasks (alike demands share one computation).
+    """
+    out = {i: r for i, d in enumerate(demands) if (r := site_rules(d.rules)) is not None}
+    limited: dict[str, list[int]] = defaultdict(list)
+    for i, r in enumerate(rows):
+        if r.max_price_micro is not None:
+            limited[tenants[i]].append(i)
+    for tenant, members in limited.items():
+        quotes = quote_rows(live, [demands[i] for i in members], tenant, now)
+        for i, lines in zip(members, quotes, strict=True):
+            limit = rows[i].max_price_micro
+            affordable = sorted({q.site for q in lines if q.max_micro <= limit})
+            rule = site_rules({**(demands[i].rules or {}), "sites": affordable})
+            if rule is not None:
+                out[i] = rule
+    return out
 
 
 def _cost_now(now: float) -> float:
