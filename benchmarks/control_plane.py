@@ -27,8 +27,8 @@ per section on ``--pg`` (default ``postgresql+psycopg://postgres@127.0.0.1:5432`
 
 ``--ci`` runs a tenth of each size with a floor of half each target: 2 batches of 1,000 (>= 1,000
 tasks/s), 300 submissions (>= 150/s), 2 s at 100/s (p99 <= 100 ms), and a cycle over 10,000
-tasks on 100 sites within 0.4 s (twice a tenth of the target, as the cycle's work grows with
-the tasks).
+tasks on the same 1,000 sites within 0.4 s (twice a tenth of the target, as the cycle's work
+grows with the tasks).
 """
 
 from __future__ import annotations
@@ -83,8 +83,11 @@ def database(kind: str, pg: str) -> Iterator[str | None]:
         return
     import psycopg
 
-    admin = psycopg.connect(pg.replace("postgresql+psycopg", "postgresql") + "/postgres",
-                            autocommit=True, connect_timeout=5)
+    try:
+        admin = psycopg.connect(pg.replace("postgresql+psycopg", "postgresql") + "/postgres",
+                                autocommit=True, connect_timeout=5)
+    except psycopg.Error as error:
+        raise SystemExit(f"PostgreSQL not reachable at {pg}: {error}") from None
     name = f"cu_bench_{uuid.uuid4().hex[:12]}"
     admin.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]
     try:
@@ -433,7 +436,9 @@ def sizes(ci: bool) -> dict[str, Any]:
                       "floor": TARGET_BATCH_RATE / 2},
             "single": {"n": SINGLES // 10, "floor": TARGET_SINGLE_RATE / 2},
             "latency": {"seconds": OPEN_S / 10, "limit_ms": TARGET_P99_MS * 2},
-            "cycle": {"tasks": CYCLE_TASKS // 10, "sites": CYCLE_SITES // 10,
+            # A tenth of the tasks on the same 1,000 sites (a cost that grows with tasks x sites
+            # shows at this size too), allowed twice a tenth of the target.
+            "cycle": {"tasks": CYCLE_TASKS // 10, "sites": CYCLE_SITES,
                       "limit_s": TARGET_CYCLE_S / 10 * 2}}
 
 

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from benchmarks import (
     accasim_compare,
     batch_placement,
+    control_plane,
     decision_latency,
     gavel_heterogeneity,
     lublin_windows,
@@ -148,6 +149,20 @@ def _million_tasks(ci: bool) -> str:
     return line
 
 
+def _control_plane(ci: bool) -> str:
+    c = control_plane
+    # Every section on SQLite and PostgreSQL: a tenth of each size, floor half each target (the
+    # cycle: a tenth of the tasks on the same 1,000 sites, within twice a tenth of the target).
+    results, missed = c.measure(["sqlite", "postgresql"], list(c.SECTIONS), ci)
+    line = "; ".join(
+        f"{db} {name}: {c.summary(name, r)}" for db, out in results.items()
+        for name, r in out.items()
+    )
+    if missed:
+        raise AssertionError(f"below floor: {'; '.join(missed)} ({line})")
+    return line
+
+
 BENCHMARKS: dict[str, Callable[[bool], str]] = {
     "lublin_windows": _lublin_windows,
     "accasim_compare": _accasim,
@@ -157,6 +172,7 @@ BENCHMARKS: dict[str, Callable[[bool], str]] = {
     "batch_placement": _batch_placement,
     "decision_latency": _decision_latency,
     "million_tasks": _million_tasks,
+    "control_plane": _control_plane,
 }
 
 

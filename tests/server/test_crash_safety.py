@@ -207,7 +207,7 @@ class Submitter(threading.Thread):
                     self.send(c, key, path, body)
                     n += 1
                     self.stop.wait(0.25)
-        except Exception as error:  # noqa: BLE001 - reported by the test
+        except Exception as error:
             self.errors.append(repr(error))
 
     def send(self, c: httpx.Client, key: str, path: str, body: Any) -> list[int]:
@@ -435,24 +435,25 @@ def pg_url() -> Iterator[str]:
     try:
         admin = psycopg.connect(server.replace("postgresql+psycopg", "postgresql") + "/postgres",
                                 autocommit=True, connect_timeout=3)
-    except Exception as error:  # noqa: BLE001 - any connection failure means no server
+    except Exception as error:
         pytest.skip(f"PostgreSQL not reachable at {server}: {error}")
     name = f"cu_test_{uuid.uuid4().hex[:12]}"
-    admin.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]
+    admin.execute(f'CREATE DATABASE "{name}"')
     try:
         yield f"{server}/{name}"
     finally:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[arg-type]
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
 
 
 def test_an_exit_report_racing_a_heartbeat_of_its_site_does_not_deadlock(
     pg_url: str, tmp_path: Path
 ) -> None:
-    """The report of an exit locks the attempt, then its pool (to count its devices free); a
-    heartbeat of the same site locks the pools (`_set_free`), then the attempts it renews. Run in
-    that interleaving, the two wait on each other: PostgreSQL aborts one with a deadlock, and the
-    agent gets a 500 (seen in the crash test above under load). Both must go through."""
+    """The report of an exit locks the attempt, then its pool (to count its devices free). A
+    heartbeat of the same site that locked the pools (`_set_free`) before the attempts it renews
+    would wait on the report while the report waits on it: PostgreSQL aborts one with a deadlock
+    and the agent gets a 500 (seen in the crash test above under load, before writers took pools
+    last). Forced into that interleaving, both must go through."""
     from sqlalchemy import event
 
     from computility.server.auth import Identity
@@ -502,7 +503,7 @@ def test_an_exit_report_racing_a_heartbeat_of_its_site_does_not_deadlock(
             def target() -> None:
                 try:
                     outcome[name] = call()
-                except Exception as error:  # noqa: BLE001 - asserted below
+                except Exception as error:
                     outcome[name] = error
             return threading.Thread(target=target, name=name, daemon=True)
 

@@ -64,14 +64,14 @@ def pg_url() -> Iterator[str]:
     try:
         admin = psycopg.connect(PG_SERVER.replace("postgresql+psycopg", "postgresql")
                                 + "/postgres", autocommit=True, connect_timeout=3)
-    except Exception as error:  # noqa: BLE001 - any connection failure means no server
+    except Exception as error:
         pytest.skip(f"PostgreSQL not reachable at {PG_SERVER}: {error}")
     name = f"cu_test_{uuid.uuid4().hex[:12]}"
-    admin.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]
+    admin.execute(f'CREATE DATABASE "{name}"')
     try:
         yield f"{PG_SERVER}/{name}"
     finally:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[arg-type]
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
 
 
@@ -146,6 +146,7 @@ def advisory_holder(engine: Engine) -> int | None:
     with engine.connect() as conn:
         return conn.execute(text(
             "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
+            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
             "AND objid = :lo AND classid = :hi"),
             {"lo": LOCK_KEY & 0xFFFFFFFF, "hi": LOCK_KEY >> 32}).scalar()
 
@@ -368,13 +369,15 @@ class PausedWrite:
         return self.result
 
 
-def background_cycle(plane: ControlPlane, leader: Leadership) -> tuple[threading.Thread, dict]:
+def background_cycle(
+    plane: ControlPlane, leader: Leadership
+) -> tuple[threading.Thread, dict[str, Any]]:
     out: dict[str, Any] = {}
 
     def run() -> None:
         try:
             out["report"] = scheduling.cycle(plane, leader)
-        except Exception as error:  # noqa: BLE001 - asserted by the test
+        except Exception as error:
             out["error"] = error
     thread = threading.Thread(target=run, name="cycle-A", daemon=True)
     thread.start()
@@ -452,7 +455,7 @@ def test_a_leader_stopped_inside_its_write_transaction_does_not_block_the_failov
     """A passes its fence (holding the epoch row FOR SHARE) and stalls inside the transaction,
     as a SIGSTOP or a network partition would leave it. B must still take over within a few
     stale periods: a stalled former leader may delay the failover, not stop it."""
-    planes, ids = setup
+    planes, _ = setup
     a, lead_a = planes.plane("A")
     b, lead_b = planes.plane("B")
     assert lead_a.tick(time.time())
@@ -479,7 +482,7 @@ def test_a_leader_stopped_inside_its_write_transaction_does_not_block_the_failov
                 if lead_b.tick(time.time()):
                     took["at"] = time.monotonic()
                     return
-            except Exception as error:  # noqa: BLE001 - reported by the test
+            except Exception as error:
                 took["error"] = repr(error)
             time.sleep(0.1)
 
@@ -509,10 +512,11 @@ def test_the_leaders_lock_session_keeps_no_transaction_open(
     setup: tuple[Planes, list[int]]
 ) -> None:
     """The advisory lock lives on a session of its own, checked with ``SELECT 1`` at each renewal.
-    That session must not sit "idle in transaction": an open transaction there holds back the
-    database's xmin horizon (VACUUM cannot remove the dead rows that every heartbeat, lease and
-    placement leaves) for as long as the leader lives, and a dead leader's open transaction is
-    what `idle_in_transaction_session_timeout` would cut."""
+    That statement autobegins a transaction nobody ends, so the session sits "idle in
+    transaction" for the leader's whole life: one ever-older transaction (what monitoring of long
+    transactions alarms on) that pins a snapshot between renewals, and a session that
+    `idle_in_transaction_session_timeout` (the usual guard against stalled clients) would kill,
+    losing the leadership with it."""
     planes, _ = setup
     a, lead_a = planes.plane("A")
     now = time.time()
@@ -523,7 +527,28 @@ def test_the_leaders_lock_session_keeps_no_transaction_open(
     assert row is not None
     with a.engine.connect() as conn:
         session = conn.execute(text(
-            "SELECT state, backend_xmin, query FROM pg_stat_activity WHERE pid = :pid"),
+            "SELECT state, xact_start, query FROM pg_stat_activity WHERE pid = :pid"),
             {"pid": row["backend_pid"]}).mappings().one()
     assert session["state"] == "idle", dict(session)
-    assert session["backend_xmin"] is None, dict(session)
+    assert session["xact_start"] is None, dict(session)
+
+
+def test_a_leader_that_resigns_releases_the_lock_at_once(setup: tuple[Planes, list[int]]) -> None:
+    """`Leadership.close` (the loop stopping on a graceful shutdown) must let another replica
+    lead at once, not after the stale period: the advisory lock is a session lock, so closing the
+    lock's connection back into the pool keeps the lock held by a pooled session of the
+    resigning process."""
+    planes, _ = setup
+    a, lead_a = planes.plane("A")
+    _, lead_b = planes.plane("B")
+    now = time.time()
+    assert lead_a.tick(now)
+    lead_a.close()
+    released = False
+    deadline = time.monotonic() + 2.0
+    while not released and time.monotonic() < deadline:
+        released = advisory_holder(a.engine) is None
+        time.sleep(0.05)
+    assert released, "2 s after resigning, a pooled session of A still holds the advisory lock"
+    assert lead_b.tick(now + 0.1)  # well within A's stale period
+    assert lead_b.epoch == 2

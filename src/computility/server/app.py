@@ -30,7 +30,7 @@ from computility.server.db.engine import make_engine, sqlite_url, upgrade
 from computility.server.plane import ControlPlane
 from computility.server.problems import ApiError
 from computility.server.scheduling import SchedulingLoop
-from computility.server.settings import Settings
+from computility.server.settings import Settings, default_replica
 from computility.server.store.attempts import grace_after_restart
 
 log = logging.getLogger("computility.server")
@@ -43,7 +43,7 @@ def open_database(settings: Settings) -> Engine:
     if url is None:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         url = sqlite_url(settings.data_dir)
-    engine = make_engine(url)
+    engine = make_engine(url, settings.replica or default_replica())
     upgrade(engine)
     return engine
 

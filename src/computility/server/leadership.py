@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import socket
 from typing import Any
 
 from sqlalchemy import Connection, insert, select, text, update
@@ -63,26 +65,40 @@ class Leadership:
     def _drop(self) -> None:
         self.epoch = None
         if self._lock_conn is not None:
+            # Release the session lock now: the pool would keep the session (and the lock).
             with contextlib.suppress(Exception):
-                self._lock_conn.close()
+                self._lock_conn.exec_driver_sql(f"SELECT pg_advisory_unlock({LOCK_KEY})")
+            with contextlib.suppress(Exception):
+                self._lock_conn.invalidate()
             self._lock_conn = None
 
     def _take(self, now: float) -> bool:
         engine = self.plane.engine
         if not is_sqlite(engine):
-            conn = engine.connect()
+            # Autocommit: the lock's session never sits idle inside a transaction.
+            conn = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
             got = conn.exec_driver_sql(f"SELECT pg_try_advisory_lock({LOCK_KEY})").scalar()
-            conn.commit()
             if not got:
                 self._evict_stale(now)
                 conn.close()
                 return False
             pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar()
-            conn.commit()
             self._lock_conn = conn
         else:
             pid = None
+        try:
+            return self._claim(now, pid)
+        except Exception:
+            log.warning("could not take the leadership", exc_info=True)
+            self._drop()
+            return False
+
+    def _claim(self, now: float, pid: int | None) -> bool:
+        engine = self.plane.engine
         with self.plane.write() as tx:
+            if not is_sqlite(engine):
+                # A stopped former leader may still hold the row: wait a bounded time only.
+                tx.exec_driver_sql("SET LOCAL lock_timeout = '2s'")
             row = tx.execute(select(db.leadership).where(db.leadership.c.name == NAME)
                              ).mappings().first()
             if row is None:
@@ -93,7 +109,7 @@ class Leadership:
             else:
                 if is_sqlite(engine) and row["holder"] != self.plane.replica and (
                     now - row["renewed_at"] < self.stale_s
-                ):
+                ) and not _holder_gone(row["holder"]):
                     return False
                 epoch = int(row["epoch"]) + 1
                 tx.execute(update(db.leadership).where(db.leadership.c.name == NAME).values(
@@ -108,9 +124,15 @@ class Leadership:
                              ).mappings().first()
             if row is None or now - row["renewed_at"] < self.stale_s or row["backend_pid"] is None:
                 return
-            log.warning("leader %s silent for %.0f s: terminating its session",
+            log.warning("leader %s silent for %.0f s: terminating its sessions",
                         row["holder"], now - row["renewed_at"])
-            tx.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": row["backend_pid"]})
+            # Its lock's session, and any other it holds (one stopped inside a write
+            # transaction keeps the leadership row locked): every connection of a replica
+            # carries its name as application_name.
+            tx.execute(text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE (pid = :pid OR application_name = :holder) AND pid <> pg_backend_pid()"
+            ), {"pid": row["backend_pid"], "holder": row["holder"]})
 
     def fenced(self, conn: Connection) -> bool:
         """In a write transaction: whether this replica still leads (locks the epoch row)."""
@@ -123,3 +145,17 @@ class Leadership:
 
     def close(self) -> None:
         self._drop()
+
+
+def _holder_gone(holder: str) -> bool:
+    """Whether `holder` (``host:pid``) was a process on this host that no longer runs."""
+    host, _, pid = holder.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False

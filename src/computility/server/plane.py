@@ -7,8 +7,6 @@ scheduling loop all price with one consistent model.
 
 from __future__ import annotations
 
-import os
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -21,7 +19,7 @@ from computility.network import load_network
 from computility.server.db import schema as db
 from computility.server.db.engine import writer
 from computility.server.live import LiveNetwork, PoolRow, SiteRow
-from computility.server.settings import Settings
+from computility.server.settings import Settings, default_replica
 
 
 class ControlPlane:
@@ -30,7 +28,7 @@ class ControlPlane:
         self._writer = writer(engine)
         self.settings = settings
         self.base: Network = load_network(settings.network)
-        self.replica = settings.replica or f"{socket.gethostname()}:{os.getpid()}"
+        self.replica = settings.replica or default_replica()
         self._live: LiveNetwork | None = None
         self._live_key: Any = None
         self._lock = threading.Lock()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +19,11 @@ MAX_BODY_BYTES = 16 * 1024 * 1024
 """Largest JSON/YAML request body; uploads have their own, larger limit."""
 BLOB_LIMIT_BYTES = 1 << 30
 """Per task: the packed workdir, and each of logs and outputs (default 1 GiB)."""
+
+
+def default_replica() -> str:
+    """This process's name among replicas: ``host:pid``."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def data_home() -> Path:

@@ -99,6 +99,9 @@ def new_tenant(admin: httpx.Client, tenant: str, role: str = "user", **limits: A
     return key
 
 
+REPORT_RETRY_S = 60.0
+
+
 @dataclass
 class FakeRun:
     attempt: int
@@ -247,7 +250,9 @@ class FakeAgent:
         self._report(c, run, {"state": "running"})
 
     def _report(self, c: httpx.Client, run: FakeRun, body: dict[str, Any]) -> int:
-        for _ in range(20):
+        """Send a report, retrying through a service restart for up to `REPORT_RETRY_S`."""
+        deadline = time.monotonic() + REPORT_RETRY_S
+        while time.monotonic() < deadline and not self._stop.is_set():
             try:
                 r = c.post(f"/api/v1/agent/attempts/{run.attempt}/report",
                            json={"token": run.token, **body})

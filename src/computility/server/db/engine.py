@@ -36,7 +36,7 @@ def is_sqlite(engine: Engine) -> bool:
     return engine.dialect.name == "sqlite"
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, application_name: str | None = None) -> Engine:
     """An engine for `url`; only SQLite and PostgreSQL (psycopg 3) are supported."""
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
@@ -62,7 +62,11 @@ def make_engine(url: str) -> Engine:
         return engine
     if url.startswith(("postgresql+psycopg://", "postgresql://")):
         url = url.replace("postgresql://", "postgresql+psycopg://", 1)
-        return create_engine(url, pool_size=20, max_overflow=20, pool_pre_ping=True)
+        # Every session carries the replica's name, so a new leader can end all sessions of a
+        # stopped one (`Leadership`).
+        args = {"application_name": application_name[:63]} if application_name else {}
+        return create_engine(url, pool_size=20, max_overflow=20, pool_pre_ping=True,
+                             connect_args=args)
     raise UsageError(
         f"--db: expected sqlite:///PATH or postgresql+psycopg://USER@HOST:PORT/DB, got '{url}'"
     )

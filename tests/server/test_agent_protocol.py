@@ -1,0 +1,327 @@
+"""The agent protocol: leases bounded by reported capacity, fencing tokens, idempotent final
+reports, lease expiry and free re-placement, the infrastructure-failure limit, offline sites.
+
+Here the test itself is the agent, over real HTTP with the site's agent key, so that it controls
+exactly what is reported and when (heartbeats, leases, reports).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+
+from computility.server.db import schema as db
+from computility.testing.controlplane import (
+    FakeAgent,
+    LocalControlPlane,
+    local_control_plane,
+    new_tenant,
+    wait_until,
+)
+
+CPU = "EPYC-7763"
+TTL_S = 1.0
+OFFLINE_S = 2.0
+
+
+@pytest.fixture
+def fast(db_url: str | None, tmp_path: Path) -> Iterator[LocalControlPlane]:
+    """A control plane whose leases expire after 1 s and whose sites go offline after 2 s."""
+    with local_control_plane(tmp_path / "fast", db_url, cycle_s=0.1, lease_ttl_s=TTL_S,
+                             offline_after_s=OFFLINE_S) as server:
+        yield server
+
+
+class Agent:
+    """A site's agent driven step by step by the test."""
+
+    def __init__(self, server: LocalControlPlane, site: str,
+                 pools: dict[str, tuple[str, int]] | None = None, **kw: Any) -> None:
+        provider = new_tenant(server.client(), "provider-co", "provider")
+        fake = FakeAgent(server.url, provider, site, pools or {"cpu": (CPU, 64)}, **kw)
+        self.site = site
+        self.key = fake.register().key
+        self.http = httpx.Client(base_url=server.url, timeout=60, verify=False,
+                                 headers={"Authorization": f"Bearer {self.key}"})
+
+    def lease(self, free: dict[str, float], wait_s: float = 0.0,
+              max_tasks: int = 64) -> list[dict[str, Any]]:
+        r = self.http.post("/api/v1/agent/lease", json={"free": free, "wait_s": wait_s,
+                                                        "max_tasks": max_tasks})
+        assert r.status_code == 200, r.text
+        leases: list[dict[str, Any]] = r.json()["leases"]
+        return leases
+
+    def beat(self, free: dict[str, float] | None = None,
+             running: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        r = self.http.post("/api/v1/agent/heartbeat", json={
+            "free": free or {}, "running": [
+                {"attempt": x["attempt"], "token": x["token"]} for x in running or []]})
+        assert r.status_code == 200, r.text
+        out: dict[str, Any] = r.json()
+        return out
+
+    def report(self, lease: dict[str, Any], state: str, token: int | None = None,
+               **body: Any) -> httpx.Response:
+        return self.http.post(f"/api/v1/agent/attempts/{lease['attempt']}/report", json={
+            "token": lease["token"] if token is None else token, "state": state, **body})
+
+    def close(self) -> None:
+        self.http.close()
+
+
+@pytest.fixture
+def user(service: LocalControlPlane) -> Iterator[httpx.Client]:
+    with service.client() as c:
+        yield c
+
+
+def submit(c: httpx.Client, cpus: int = 1, **extra: Any) -> int:
+    r = c.post("/api/v1/tasks", json={"run": "python work.py", "resources": {"cpus": cpus},
+                                      **extra})
+    assert r.status_code == 201, r.text
+    tid: int = r.json()["id"]
+    return tid
+
+
+def task(c: httpx.Client, tid: int) -> dict[str, Any]:
+    out: dict[str, Any] = c.get(f"/api/v1/tasks/{tid}").json()
+    return out
+
+
+def ledger_entries(server: LocalControlPlane) -> int:
+    with server.plane.engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(db.ledger)).scalar_one())
+
+
+def attempt_row(server: LocalControlPlane, attempt_id: int) -> dict[str, Any]:
+    with server.plane.engine.connect() as conn:
+        return dict(conn.execute(select(db.attempts).where(db.attempts.c.id == attempt_id))
+                    .mappings().one())
+
+
+def wait_state(c: httpx.Client, tid: int, *wanted: str, timeout: float = 5.0,
+               also: Any = None) -> dict[str, Any]:
+    """The task once in one of `wanted`; `also()` runs on every poll (e.g. a heartbeat)."""
+    last: dict[str, Any] = {}
+
+    def reached() -> bool:
+        if also is not None:
+            also()
+        last.update(task(c, tid))
+        return last["state"] in wanted
+
+    try:
+        wait_until(reached, timeout=timeout, every=0.05)
+    except AssertionError:
+        raise AssertionError(f"task {tid} not {wanted} within {timeout} s: {last}") from None
+    return last
+
+
+# -- capacity -------------------------------------------------------------------------------------
+
+
+def test_the_capacity_an_agent_reports_bounds_what_it_leases_and_what_is_placed_on_it(
+    service: LocalControlPlane, user: httpx.Client,
+) -> None:
+    """Queued work is leased only into the free units the agent reports in the same request
+    (none for ``{pool: 0}``, the 1-core task but not the 4-core one for 2 free cores); a
+    heartbeat reporting the site full stops new placements there (the task waits for room)."""
+    agent = Agent(service, "s1")
+    big, small = submit(user, cpus=4), submit(user, cpus=1)
+    for tid in (big, small):
+        wait_state(user, tid, "queued")
+    assert agent.lease({"cpu": 0}) == []
+    assert agent.lease({}) == []
+    assert agent.lease({"cpu": 0.9}) == []
+    [lease] = agent.lease({"cpu": 2})
+    assert lease["task"] == small and lease["units"] == 1 and lease["number"] == 1
+    assert task(user, big)["state"] == "queued"
+    assert task(user, small)["state"] == "leased"
+
+    agent.beat(free={"cpu": 0})
+    waiting = submit(user)
+    time.sleep(0.5)  # several scheduling cycles
+    assert task(user, waiting)["state"] == "pending"
+    why = user.get(f"/api/v1/tasks/{waiting}/explain").json()
+    assert "room" in (why["reason"] or ""), why
+    agent.beat(free={"cpu": 64})
+    wait_state(user, waiting, "queued")
+    agent.close()
+
+
+# -- fencing tokens and repeated reports ----------------------------------------------------------
+
+
+def test_a_report_with_a_stale_token_is_refused_409_and_counted(
+    service: LocalControlPlane, user: httpx.Client,
+) -> None:
+    """The token fences the attempt: a report carrying another one may describe work running
+    elsewhere now, so it is refused, counted as a duplicate, and changes nothing."""
+    agent = Agent(service, "s1")
+    tid = submit(user)
+    wait_state(user, tid, "queued")
+    [lease] = agent.lease({"cpu": 64})
+    before = service.plane.duplicates
+    for body in ({"state": "running"}, {"state": "exited", "exit_code": 0, "run_s": 5}):
+        r = agent.report(lease, token=lease["token"] + 1, **body)
+        assert r.status_code == 409, r.text
+        assert r.headers["content-type"].startswith("application/problem+json")
+    assert service.plane.duplicates == before + 2
+    assert task(user, tid)["state"] == "leased"
+    assert attempt_row(service, lease["attempt"])["state"] == "leased"
+    assert ledger_entries(service) == 0
+    assert agent.report(lease, "running").status_code == 200
+    assert task(user, tid)["state"] == "running"
+    agent.close()
+
+
+def test_a_refused_report_is_counted_durably_on_its_attempt(
+    service: LocalControlPlane, user: httpx.Client,
+) -> None:
+    """``attempts.duplicates`` counts refused reports too (the in-process counter dies with
+    the process and is per replica); the refusal must not roll its own count back."""
+    agent = Agent(service, "s1")
+    tid = submit(user)
+    wait_state(user, tid, "queued")
+    [lease] = agent.lease({"cpu": 64})
+    assert agent.report(lease, "running", token=lease["token"] + 1).status_code == 409
+    assert attempt_row(service, lease["attempt"])["duplicates"] == 1
+    agent.close()
+
+
+def test_a_repeated_final_report_answers_the_outcome_and_bills_nothing_more(
+    service: LocalControlPlane, user: httpx.Client,
+) -> None:
+    """An agent that did not hear the answer reports again: same outcome, ``billed: false``,
+    still one ledger entry."""
+    agent = Agent(service, "s1")
+    tid = submit(user)
+    wait_state(user, tid, "queued")
+    [lease] = agent.lease({"cpu": 64})
+    assert agent.report(lease, "running").status_code == 200
+    first = agent.report(lease, "exited", exit_code=0, run_s=30)
+    assert first.status_code == 200, first.text
+    assert first.json()["billed"] is True and first.json()["state"] == "succeeded"
+    for body in ({"exit_code": 0, "run_s": 30}, {"exit_code": 0, "run_s": 3000},
+                 {"exit_code": 1, "run_s": 30}):
+        again = agent.report(lease, "exited", **body)
+        assert again.status_code == 200, again.text
+        assert again.json()["billed"] is False and again.json()["state"] == "succeeded"
+    late_running = agent.report(lease, "running")
+    assert late_running.status_code in (200, 409)
+    assert ledger_entries(service) == 1
+    usage = user.get("/api/v1/usage").json()
+    done = task(user, tid)
+    assert usage["attempts"] == 1 and done["state"] == "succeeded"
+    assert done["cost"] == pytest.approx(usage["total"])
+    agent.close()
+
+
+# -- lease expiry ---------------------------------------------------------------------------------
+
+
+def test_a_lease_renewed_by_heartbeats_outlives_its_ttl_and_an_unrenewed_one_expires_free(
+    fast: LocalControlPlane,
+) -> None:
+    """Heartbeats naming the attempt keep it alive past its TTL. Once they stop naming it
+    (the site itself stays online), the lease expires: the task goes back to pending "at no
+    charge", is leased again as attempt 2 with a new token, and the old token is refused."""
+    agent = Agent(fast, "s1")
+    c = fast.client()
+    tid = submit(c, envs={"X": "1"})
+    wait_state(c, tid, "queued", also=agent.beat)
+    [first] = agent.lease({"cpu": 64})
+    assert agent.report(first, "running").status_code == 200
+    deadline = time.monotonic() + 2 * TTL_S
+    while time.monotonic() < deadline:
+        reply = agent.beat(running=[first])
+        assert first["attempt"] not in reply["unknown"]
+        time.sleep(0.2)
+    assert task(c, tid)["state"] == "running"
+
+    # Stop renewing, and report the pool full so that the expired task stays visible as pending.
+    back = wait_state(c, tid, "pending", timeout=3 * TTL_S,
+                      also=lambda: agent.beat(free={"cpu": 0}))
+    assert "no charge" in (back["reason"] or ""), back
+    assert back["infra_failures"] == 1
+    assert attempt_row(fast, first["attempt"])["state"] == "lost"
+    assert agent.beat(free={"cpu": 0}, running=[first])["unknown"] == [first["attempt"]]
+    stale = agent.report(first, "exited", exit_code=0, run_s=10)
+    assert stale.status_code == 409, stale.text
+
+    wait_state(c, tid, "queued", also=lambda: agent.beat(free={"cpu": 64}))
+    [second] = agent.lease({"cpu": 64})
+    assert second["task"] == tid and second["number"] == 2
+    assert second["attempt"] != first["attempt"] and second["token"] != first["token"]
+    assert agent.report(first, "running").status_code == 409
+    assert agent.report(second, "running").status_code == 200
+    done = agent.report(second, "exited", exit_code=0, run_s=10)
+    assert done.status_code == 200 and done.json()["billed"] is True
+    final = task(c, tid)
+    assert (final["state"], final["attempts"], final["infra_failures"]) == ("succeeded", 2, 1)
+    assert ledger_entries(fast) == 1  # the expired attempt is never billed
+    c.close()
+    agent.close()
+
+
+def test_the_sixth_infrastructure_failure_loses_the_task_and_nothing_is_billed(
+    service: LocalControlPlane, user: httpx.Client,
+) -> None:
+    """Infrastructure failures re-place the task for free, five times; the sixth ends it
+    ``lost``, with no ledger entry for any of its attempts."""
+    agent = Agent(service, "s1")
+    tid = submit(user)
+    for n in range(1, 7):
+        leases = agent.lease({"cpu": 64}, wait_s=5)
+        assert [x["number"] for x in leases] == [n], (n, task(user, tid))
+        r = agent.report(leases[0], "failed_to_start", reason="image pull failed")
+        assert r.status_code == 200, r.text
+        state = task(user, tid)
+        assert state["infra_failures"] == n
+        assert state["state"] in (("lost",) if n == 6 else ("pending", "queued")), state
+    final = task(user, tid)
+    assert final["state"] == "lost" and "lost" in (final["reason"] or "")
+    attempts = user.get(f"/api/v1/tasks/{tid}/attempts").json()
+    assert [a["state"] for a in attempts] == ["lost"] * 6
+    assert agent.lease({"cpu": 64}) == []
+    assert ledger_entries(service) == 0
+    assert final["cost"] == 0 and user.get("/api/v1/usage").json()["attempts"] == 0
+    agent.close()
+
+
+# -- offline sites --------------------------------------------------------------------------------
+
+
+def test_a_silent_site_goes_offline_and_its_queued_work_is_placed_elsewhere(
+    fast: LocalControlPlane,
+) -> None:
+    """A site silent past ``offline_after_s`` is marked offline; work queued there and never
+    leased is placed on a live site and runs; a heartbeat brings the silent site back."""
+    silent = Agent(fast, "silent")
+    c = fast.client()
+    tid = submit(c, envs={"FAKE_RUN_S": "5"})
+    assert wait_state(c, tid, "queued")["site"] == "silent"
+    live = FakeAgent(fast.url, new_tenant(c, "provider-co", "provider"), "live",
+                     {"cpu": (CPU, 64)}, region="TF", heartbeat_s=0.3, lease_wait_s=0.2)
+    live.start()
+    try:
+        done = wait_state(c, tid, "succeeded", "failed", timeout=OFFLINE_S + 4)
+        assert done["state"] == "succeeded" and done["site"] == "live"
+        site = c.get("/api/v1/sites/silent").json()
+        assert site["online"] is False
+        assert c.get("/api/v1/sites/live").json()["online"] is True
+        [attempt] = c.get(f"/api/v1/tasks/{tid}/attempts").json()
+        assert attempt["site"] == "live"
+        silent.beat()
+        assert c.get("/api/v1/sites/silent").json()["online"] is True
+    finally:
+        live.stop()
+        silent.close()
+        c.close()
