@@ -82,25 +82,22 @@ def problem_errors(r: httpx.Response, status: int | None = None,
     return wrong
 
 
-def assert_problem(r: httpx.Response, status: int | None = None,
-                   field: str | None = None) -> dict[str, Any]:
-    wrong = problem_errors(r, status, field)
-    settle(r)
-    assert not wrong, "; ".join(wrong)
-    body: dict[str, Any] = r.json()
-    return body
-
-
 Case = tuple[str, httpx.Response, int | None, str | tuple[str, ...] | None]
 
 
-def check_all(cases: list[Case]) -> None:
-    """Assert every (label, response, status, field) case at once, listing each that fails."""
+def case_failures(cases: list[Case]) -> list[str]:
+    """One line per (label, response, status, field) case that is not the right problem."""
     failures = []
     for label, r, status, field in cases:
         wrong = problem_errors(r, status, field)
         if wrong:
             failures.append(f"{label}: {'; '.join(wrong)}")
+    return failures
+
+
+def check_all(cases: list[Case], also: list[str] | None = None) -> None:
+    """Assert every case at once (and no `also` failures), listing each that fails."""
+    failures = case_failures(cases) + (also or [])
     settle(*(r for _, r, _, _ in cases))
     assert not failures, "\n".join(failures)
 
@@ -144,10 +141,12 @@ def over_the_limit() -> Iterator[bytes]:
 # -- syntax ---------------------------------------------------------------------------------------
 
 
-def test_a_body_that_is_not_json_is_400_naming_the_body_on_every_json_route(
+def test_a_body_that_is_not_json_or_yaml_is_400_and_a_document_not_a_mapping_is_422(
     service: LocalControlPlane,
 ) -> None:
-    """Truncated, single-quoted, not UTF-8 or empty: a 400 whose error names ``body``."""
+    """Truncated, single-quoted, not UTF-8 or empty JSON, on every JSON route, and broken YAML
+    (Content-Type: application/yaml): a 400 naming ``body``. A well-formed document that is not
+    a mapping of task fields: a 422 naming ``task``."""
     agent = register_site(service)
     routes = [
         (None, "POST", "/api/v1/tasks"), (None, "POST", "/api/v1/tasks/batch"),
@@ -166,24 +165,13 @@ def test_a_body_that_is_not_json_is_400_naming_the_body_on_every_json_route(
     for path in ("/api/v1/tasks", "/api/v1/quote"):
         r = send(service, None, "POST", path, content=b"", headers=JSON)
         cases.append((f"{path} empty", r, 400, "body"))
-    check_all(cases)
-    assert count_tasks(service) == 0
-
-
-def test_malformed_yaml_is_400_and_yaml_that_is_not_a_mapping_is_422(
-    service: LocalControlPlane,
-) -> None:
-    """The contract's YAML form (Content-Type: application/yaml) fails like JSON does: bad
-    syntax names ``body``; a document that is not a mapping of task fields names ``task``."""
-    cases: list[Case] = []
-    for path in ("/api/v1/tasks", "/api/v1/quote"):
         for text in (b"run: [unclosed\n", b"run: x\n  bad: indent\n", b"\xff\xfe: x\n",
                      b"run: x\nsetup: *undefined_alias\n"):
             r = send(service, None, "POST", path, content=text, headers=YAML)
-            cases.append((f"{path} {text!r}", r, 400, "body"))
+            cases.append((f"{path} YAML {text!r}", r, 400, "body"))
     for text in (b"- a\n- b\n", b"just a string\n", b"42\n", b"null\n"):
         r = send(service, None, "POST", "/api/v1/tasks", content=text, headers=YAML)
-        cases.append((repr(text), r, 422, "task"))
+        cases.append((f"YAML {text!r}", r, 422, "task"))
     r = send(service, None, "POST", "/api/v1/tasks", json=[GOOD])
     cases.append(("a JSON list", r, 422, "task"))
     check_all(cases)
@@ -278,7 +266,7 @@ NON_FINITE_OR_ABSURD = [
 ]
 
 
-def test_numbers_out_of_any_sane_range_in_a_spec_are_422_never_500(
+def test_non_finite_or_absurd_numbers_in_a_spec_are_422_never_500(
     service: LocalControlPlane,
 ) -> None:
     """Counts beyond 64 bits, ``Infinity`` and ``NaN`` (literals Python's JSON parser takes
@@ -286,12 +274,6 @@ def test_numbers_out_of_any_sane_range_in_a_spec_are_422_never_500(
     refused naming the field before anything is priced or stored; a quote never fails with 500.
     (A count the pools cannot hold may instead be refused as a size, naming ``resources``.)"""
     cases: list[Case] = []
-    for cpus in (2**31, BIG):  # no site registered yet: the spec is only parsed, then stored
-        r = send(service, None, "POST", "/api/v1/tasks",
-                 json={"run": "x", "resources": {"cpus": cpus}})
-        if r.status_code != 201:
-            cases.append((f"no site, cpus {cpus}", r, 422, "resources.cpus"))
-    count = count_tasks(service)
     register_site(service)
     for body, field in NON_FINITE_OR_ABSURD:
         fields = (field, "resources") if field.startswith("resources.") else field
@@ -301,7 +283,7 @@ def test_numbers_out_of_any_sane_range_in_a_spec_are_422_never_500(
         if r.status_code != 200:
             cases.append((f"quote {body!r}", r, 422, fields))
     check_all(cases)
-    assert count_tasks(service) == count
+    assert count_tasks(service) == 0
 
 
 def test_an_infinite_timeout_accepted_before_any_site_exists_cannot_stall_scheduling(
@@ -324,24 +306,48 @@ def test_an_infinite_timeout_accepted_before_any_site_exists_cannot_stall_schedu
     assert send(service, None, "GET", f"/api/v1/tasks/{tid}").json()["site"] == agent.site
 
 
-def test_task_names_the_database_cannot_store_are_refused_or_kept_intact(
+def test_values_the_database_cannot_store_are_refused_never_500(
     service: LocalControlPlane,
 ) -> None:
-    """A 300-character name or one with a NUL byte is either refused (422 naming ``name``) or
-    stored and read back exactly — the same on SQLite and PostgreSQL, never a 500."""
+    """What a column cannot hold is bad input, the same on SQLite and PostgreSQL: a task name
+    of 300 characters or with a NUL byte (refused naming ``name``, or stored and read back
+    exactly), a core count beyond 32 bits while no site exists (refused, or accepted as pending),
+    a budget of ``Infinity`` or 10^30 (refused naming ``budget``), an exit code beyond 32 bits
+    (refused naming ``exit_code``, the attempt left as it was)."""
+    cases: list[Case] = []
     failures = []
     for name in ("n" * 300, "a\x00b"):
         r = send(service, None, "POST", "/api/v1/tasks", json={**GOOD, "name": name})
-        if r.status_code == 201:
-            back = send(service, None, "GET", f"/api/v1/tasks/{r.json()['id']}").json()
-            if back["name"] != name:
-                failures.append(f"name {name[:10]!r}... read back as {back['name'][:10]!r}")
-            continue
-        wrong = problem_errors(r, 422, "name")
-        if wrong:
-            failures.append(f"name {name[:10]!r}...: {'; '.join(wrong)}")
-        settle(r)
-    assert not failures, "\n".join(failures)
+        if r.status_code != 201:
+            cases.append((f"name {name[:12]!r}", r, 422, "name"))
+        elif send(service, None, "GET", f"/api/v1/tasks/{r.json()['id']}").json()[
+                "name"] != name:
+            failures.append(f"name {name[:12]!r}: not read back as written")
+    for cpus in (2**31, BIG):
+        r = send(service, None, "POST", "/api/v1/tasks",
+                 json={"run": "x", "resources": {"cpus": cpus}})
+        if r.status_code != 201:
+            cases.append((f"cpus {cpus} with no site", r, 422, "resources.cpus"))
+    for i, body in enumerate((b'{"id": "t%d", "budget": Infinity}',
+                              b'{"id": "t%d", "budget": 1e30}')):
+        r = send(service, None, "POST", "/api/v1/tenants", content=body % i, headers=JSON)
+        cases.append((body.decode(), r, 422, "budget"))
+
+    agent = register_site(service)
+    tid = send(service, None, "POST", "/api/v1/tasks", json=GOOD).json()["id"]
+    wait_until(lambda: send(service, None, "GET", f"/api/v1/tasks/{tid}").json()["state"]
+               == "queued", timeout=5)
+    lease = next(x for x in send(service, agent.key, "POST", "/api/v1/agent/lease", json={
+        "free": {"cpu": 64}, "wait_s": 0}).json()["leases"] if x["task"] == tid)
+    path = f"/api/v1/agent/attempts/{lease['attempt']}/report"
+    for code in (BIG, 2**40, -(2**40)):
+        r = send(service, agent.key, "POST", path, json={
+            "token": lease["token"], "state": "exited", "exit_code": code})
+        cases.append((f"exit code {code}", r, 422, "exit_code"))
+    state = send(service, None, "GET", f"/api/v1/tasks/{tid}").json()["state"]
+    if state != "leased":
+        failures.append(f"the task whose reports were refused is {state}, not leased")
+    check_all(cases, failures)
 
 
 # -- batches --------------------------------------------------------------------------------------
@@ -488,7 +494,75 @@ def pool(**changes: Any) -> dict[str, Any]:
     return out
 
 
-def test_bad_site_registrations_are_422_naming_the_field_and_register_nothing(
+def test_bad_heartbeats_leases_and_reports_are_422_naming_the_field_and_change_nothing(
+    service: LocalControlPlane,
+) -> None:
+    """A heartbeat naming an unknown pool (even next to a good one) is refused whole: the good
+    pool's free capacity is not half-applied; a refused report leaves its attempt leased and
+    bills nothing."""
+    agent = register_site(service)
+    tid = send(service, None, "POST", "/api/v1/tasks", json=GOOD).json()["id"]
+    wait_until(lambda: send(service, None, "GET", f"/api/v1/tasks/{tid}").json()["state"]
+               == "queued", timeout=5)
+    lease = send(service, agent.key, "POST", "/api/v1/agent/lease",
+                 json={"free": {"cpu": 64}, "wait_s": 0}).json()["leases"][0]
+    token = lease["token"]
+    reports = [
+        ("unknown state", {"token": token, "state": "exploded"}, "state"),
+        ("exited without exit code", {"token": token, "state": "exited"}, "exit_code"),
+        ("signal out of range", {"token": token, "state": "exited", "signal": 99}, "signal"),
+        ("negative run time", {"token": token, "state": "exited", "exit_code": 0, "run_s": -1},
+         "run_s"),
+        ("no token", {"state": "running"}, "token"),
+    ]
+    leases = [
+        ("wait over 30 s", {"free": {"cpu": 1}, "wait_s": 99}, "wait_s"),
+        ("negative wait", {"free": {"cpu": 1}, "wait_s": -1}, "wait_s"),
+        ("lease from an unknown pool", {"free": {"zz": 1}, "wait_s": 0}, "free.zz"),
+        ("no tasks wanted", {"free": {"cpu": 1}, "wait_s": 0, "max_tasks": 0}, "max_tasks"),
+        ("free missing", {"wait_s": 0}, "free"),
+    ]
+    beats = [
+        ("unknown pool", {"free": {"cpu": 3, "nope": 1}}, "free.nope"),
+        ("negative free", {"free": {"cpu": -1}}, "free.cpu"),
+        ("more free than the pool has", {"free": {"gpu": 9}}, "free.gpu"),
+        ("unknown field", {"frees": {"cpu": 3}}, "frees"),
+        ("running attempt without token", {"running": [{"attempt": 1}]}, "running[0].token"),
+        ("negative run time", {"running": [{"attempt": 1, "token": 1, "run_s": -1}]},
+         "running[0].run_s"),
+    ]
+    check_all([(label, send(service, agent.key, "POST", "/api/v1/agent/heartbeat", json=body),
+                422, field) for label, body, field in beats]
+              + [(label, send(service, agent.key, "POST", "/api/v1/agent/lease", json=body),
+                  422, field) for label, body, field in leases]
+              + [(label, send(service, agent.key, "POST",
+                              f"/api/v1/agent/attempts/{lease['attempt']}/report", json=body),
+                  422, field) for label, body, field in reports])
+    site = send(service, agent.provider_key, "GET", f"/api/v1/sites/{agent.site}").json()
+    assert {p["id"]: p["free"] for p in site["pools"]} == {"cpu": 64, "gpu": 8}
+    assert send(service, None, "GET", f"/api/v1/tasks/{tid}").json()["state"] == "leased"
+    assert send(service, None, "GET", "/api/v1/usage").json()["attempts"] == 0
+
+
+def test_heartbeats_and_leases_refuse_non_finite_free_capacity_never_500(
+    service: LocalControlPlane,
+) -> None:
+    """``NaN`` is a legal JSON literal for Python's parser; as free capacity it is bad input."""
+    agent = register_site(service)
+    cases = []
+    for pool_id in ("cpu", "gpu"):
+        body = b'{"free": {"%s": NaN}, "wait_s": 0}' % pool_id.encode()
+        cases.append((f"lease {pool_id} NaN", send(service, agent.key, "POST",
+                                                   "/api/v1/agent/lease", content=body,
+                                                   headers=JSON), 422, f"free.{pool_id}"))
+        body = b'{"free": {"%s": NaN}}' % pool_id.encode()
+        cases.append((f"heartbeat {pool_id} NaN", send(service, agent.key, "POST",
+                                                       "/api/v1/agent/heartbeat", content=body,
+                                                       headers=JSON), 422, f"free.{pool_id}"))
+    check_all(cases)
+
+
+def test_bad_site_tenant_and_key_bodies_are_422_naming_the_field_and_create_nothing(
     service: LocalControlPlane,
 ) -> None:
     provider = new_tenant(service.client(), "prov", "provider")
@@ -511,131 +585,23 @@ def test_bad_site_registrations_are_422_naming_the_field_and_register_nothing(
         ("latitude off the globe", site_body(lat=100), "lat"),
         ("PUE below 1", site_body(pue=0.5), "pue"),
     ]
-    check_all([(label, send(service, provider, "POST", "/api/v1/sites", json=body), 422, field)
-               for label, body, field in cases])
-    assert send(service, provider, "GET", "/api/v1/sites").json() == []
-
-
-def test_bad_heartbeats_and_lease_requests_are_422_naming_the_field_and_change_nothing(
-    service: LocalControlPlane,
-) -> None:
-    """A heartbeat naming an unknown pool (even next to a good one) is refused whole: the good
-    pool's free capacity is not half-applied."""
-    agent = register_site(service)
-    leases = [
-        ("wait over 30 s", {"free": {"cpu": 1}, "wait_s": 99}, "wait_s"),
-        ("negative wait", {"free": {"cpu": 1}, "wait_s": -1}, "wait_s"),
-        ("lease from an unknown pool", {"free": {"zz": 1}, "wait_s": 0}, "free.zz"),
-        ("no tasks wanted", {"free": {"cpu": 1}, "wait_s": 0, "max_tasks": 0}, "max_tasks"),
-        ("free missing", {"wait_s": 0}, "free"),
-    ]
-    beats = [
-        ("unknown pool", {"free": {"cpu": 3, "nope": 1}}, "free.nope"),
-        ("negative free", {"free": {"cpu": -1}}, "free.cpu"),
-        ("more free than the pool has", {"free": {"gpu": 9}}, "free.gpu"),
-        ("unknown field", {"frees": {"cpu": 3}}, "frees"),
-        ("running attempt without token", {"running": [{"attempt": 1}]}, "running[0].token"),
-        ("negative run time", {"running": [{"attempt": 1, "token": 1, "run_s": -1}]},
-         "running[0].run_s"),
-    ]
-    check_all([(label, send(service, agent.key, "POST", "/api/v1/agent/heartbeat", json=body),
-                422, field) for label, body, field in beats]
-              + [(label, send(service, agent.key, "POST", "/api/v1/agent/lease", json=body),
-                  422, field) for label, body, field in leases])
-    site = send(service, agent.provider_key, "GET", f"/api/v1/sites/{agent.site}").json()
-    assert {p["id"]: p["free"] for p in site["pools"]} == {"cpu": 64, "gpu": 8}
-
-
-def test_heartbeats_and_leases_refuse_non_finite_free_capacity(
-    service: LocalControlPlane,
-) -> None:
-    """``NaN`` is a legal JSON literal for Python's parser; as free capacity it is bad input."""
-    agent = register_site(service)
-    cases = []
-    for pool_id in ("cpu", "gpu"):
-        body = b'{"free": {"%s": NaN}, "wait_s": 0}' % pool_id.encode()
-        cases.append((f"lease {pool_id} NaN", send(service, agent.key, "POST",
-                                                   "/api/v1/agent/lease", content=body,
-                                                   headers=JSON), 422, f"free.{pool_id}"))
-        body = b'{"free": {"%s": NaN}}' % pool_id.encode()
-        cases.append((f"heartbeat {pool_id} NaN", send(service, agent.key, "POST",
-                                                       "/api/v1/agent/heartbeat", content=body,
-                                                       headers=JSON), 422, f"free.{pool_id}"))
-    check_all(cases)
-
-
-def test_bad_attempt_reports_are_422_naming_the_field_and_leave_the_attempt_alone(
-    service: LocalControlPlane,
-) -> None:
-    agent = register_site(service)
-    tid = send(service, None, "POST", "/api/v1/tasks", json=GOOD).json()["id"]
-    wait_until(lambda: send(service, None, "GET", f"/api/v1/tasks/{tid}").json()["state"]
-               == "queued", timeout=5)
-    lease = send(service, agent.key, "POST", "/api/v1/agent/lease",
-                 json={"free": {"cpu": 64}, "wait_s": 0}).json()["leases"][0]
-    path = f"/api/v1/agent/attempts/{lease['attempt']}/report"
-    token = lease["token"]
-    cases = [
-        ("unknown state", {"token": token, "state": "exploded"}, "state"),
-        ("exited without exit code", {"token": token, "state": "exited"}, "exit_code"),
-        ("signal out of range", {"token": token, "state": "exited", "signal": 99}, "signal"),
-        ("negative run time", {"token": token, "state": "exited", "exit_code": 0, "run_s": -1},
-         "run_s"),
-        ("no token", {"state": "running"}, "token"),
-    ]
-    check_all([(label, send(service, agent.key, "POST", path, json=body), 422, field)
-               for label, body, field in cases])
-    task = send(service, None, "GET", f"/api/v1/tasks/{tid}").json()
-    assert task["state"] == "leased"
-    assert send(service, None, "GET", "/api/v1/usage").json()["attempts"] == 0
-
-
-def test_exit_codes_beyond_32_bits_are_422_not_500_nor_stored(
-    service: LocalControlPlane,
-) -> None:
-    """An exit code is a small integer (the schema's column is 32-bit): a report with a larger
-    one is refused naming ``exit_code`` and the attempt stays as it was, on every database."""
-    agent = register_site(service)
-    tid = send(service, None, "POST", "/api/v1/tasks", json=GOOD).json()["id"]
-    wait_until(lambda: send(service, None, "GET", f"/api/v1/tasks/{tid}").json()["state"]
-               == "queued", timeout=5)
-    lease = send(service, agent.key, "POST", "/api/v1/agent/lease",
-                 json={"free": {"cpu": 64}, "wait_s": 0}).json()["leases"][0]
-    path = f"/api/v1/agent/attempts/{lease['attempt']}/report"
-    check_all([
-        (f"exit code {code}", send(service, agent.key, "POST", path, json={
-            "token": lease["token"], "state": "exited", "exit_code": code}), 422, "exit_code")
-        for code in (BIG, 2**40, -(2**40))
-    ])
-    assert send(service, None, "GET", f"/api/v1/tasks/{tid}").json()["state"] == "leased"
-
-
-# -- tenants and keys -----------------------------------------------------------------------------
-
-
-def test_bad_tenant_and_key_bodies_are_422_naming_the_field(service: LocalControlPlane) -> None:
-    cases = [
+    admin = [
         ("malformed tenant id", "POST", "/api/v1/tenants", {"id": "bad id"}, "id"),
         ("negative budget", "POST", "/api/v1/tenants", {"id": "t", "budget": -1}, "budget"),
         ("negative quota", "POST", "/api/v1/tenants", {"id": "t", "concurrent_cu_quota": -1},
          "concurrent_cu_quota"),
-        ("unknown field", "POST", "/api/v1/tenants", {"id": "t", "budgett": 1}, "budgett"),
+        ("unknown tenant field", "POST", "/api/v1/tenants", {"id": "t", "budgett": 1},
+         "budgett"),
         ("unknown role", "POST", "/api/v1/tenants/default/keys", {"user": "u", "role": "god"},
          "role"),
         ("malformed user", "POST", "/api/v1/tenants/default/keys", {"user": "a b"}, "user"),
     ]
-    check_all([(label, send(service, None, method, path, json=body), 422, field)
-               for label, method, path, body, field in cases])
-
-
-def test_budgets_the_ledger_cannot_hold_are_422_not_500(service: LocalControlPlane) -> None:
-    """A budget of ``Infinity`` or 10^30 cannot be kept in micro-units: refused naming it."""
-    cases = []
-    for i, body in enumerate((b'{"id": "t%d", "budget": Infinity}',
-                              b'{"id": "t%d", "budget": 1e30}')):
-        r = send(service, None, "POST", "/api/v1/tenants", content=body % i, headers=JSON)
-        cases.append((body.decode(), r, 422, "budget"))
-    check_all(cases)
+    check_all([(label, send(service, provider, "POST", "/api/v1/sites", json=body), 422, field)
+               for label, body, field in cases]
+              + [(label, send(service, None, method, path, json=body), 422, field)
+                 for label, method, path, body, field in admin])
+    assert send(service, provider, "GET", "/api/v1/sites").json() == []
+    assert send(service, None, "GET", "/api/v1/tenants/t").status_code == 404
 
 
 # -- authentication -------------------------------------------------------------------------------
@@ -661,7 +627,8 @@ def test_a_missing_malformed_or_unknown_api_key_is_401_and_unknown_routes_404_or
     failures = []
     for label, headers in headers_cases.items():
         for method, path in (("GET", "/api/v1/tasks"), ("POST", "/api/v1/tasks")):
-            r = httpx.request(method, service.url + path, headers=headers, json=GOOD)
+            r = httpx.request(method, service.url + path, headers=headers, json=GOOD,
+                              verify=False)
             wrong = problem_errors(r, 401)
             if r.headers.get("www-authenticate", "").lower() != "bearer":
                 wrong.append(f"WWW-Authenticate {r.headers.get('www-authenticate')!r}")
@@ -669,7 +636,8 @@ def test_a_missing_malformed_or_unknown_api_key_is_401_and_unknown_routes_404_or
                 failures.append(f"{label} {method} {path}: {'; '.join(wrong)}")
     assert not failures, "\n".join(failures)
     assert count_tasks(service) == 0
-    ok = httpx.get(service.url + "/api/v1/whoami", headers={"X-API-Key": service.admin_key})
+    ok = httpx.get(service.url + "/api/v1/whoami", headers={"X-API-Key": service.admin_key},
+                   verify=False)
     assert ok.status_code == 200 and ok.json()["tenant"] == "default"
     check_all([
         ("unknown route", send(service, None, "GET", "/api/v1/nope"), 404, None),

@@ -345,9 +345,13 @@ def test_a_flat_priced_run_costs_the_same_whenever_it_starts() -> None:
 # -- quotes, max_price, budgets, quotas -----------------------------------------------------------
 
 
-def test_a_quote_lists_each_candidate_with_a_price_within_its_maximum(
-    admin: httpx.Client, site: Callable[..., FakeAgent],
+def test_a_quote_lists_each_candidate_within_its_maximum_and_max_price_below_that_is_422(
+    service: LocalControlPlane, admin: httpx.Client, site: Callable[..., FakeAgent],
 ) -> None:
+    """Every candidate's expected price is at most its maximum (a run of the whole timeout);
+    the quote's maximum is the cheapest candidate's; placement rules narrow the candidates. A
+    submission whose ``max_price`` is below the quote's maximum is refused naming
+    ``placement.max_price``, and one at it is accepted."""
     site("cheap", start=False, region="ZJK", price_per_cu_hour=0.2)
     site("dear", start=False, region="TF", price_per_cu_hour=2.0)
     body = spec(cpus=4)
@@ -365,13 +369,7 @@ def test_a_quote_lists_each_candidate_with_a_price_within_its_maximum(
     only_tf = admin.post("/api/v1/quote", json={**body, "placement": {"regions": ["TF"]}})
     assert [c["site"] for c in only_tf.json()["candidates"]] == ["dear"]
 
-
-def test_a_max_price_below_the_quote_maximum_is_422_naming_placement_max_price(
-    service: LocalControlPlane, admin: httpx.Client, site: Callable[..., FakeAgent],
-) -> None:
-    site("s1", start=False)
-    body = spec(timeout="1h")
-    maximum = admin.post("/api/v1/quote", json=body).json()["max_price"]
+    maximum = quote["max_price"]
     r = admin.post("/api/v1/tasks", json={**body, "placement": {"max_price": maximum / 2}})
     assert r.status_code == 422, r.text
     assert r.headers["content-type"].startswith("application/problem+json")

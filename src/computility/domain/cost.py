@@ -140,8 +140,10 @@ class CostModel:
                                           (self._flat_carbon_cum, self._flat_carbon))):
             total = cum[row_cum + hours]
             at0 = curve[row + i0]
-            f0 = laps0 * total + cum[row_cum + i0] + (y0 - i0) * at0
-            f1 = laps1 * total + cum[row_cum + i1] + (y1 - i1) * curve[row + i1]
+            # Integrals from the start of t0's lap, not from hour 0: the difference of two
+            # large totals would lose the last digits of a flat curve's exact mean.
+            f0 = cum[row_cum + i0] + (y0 - i0) * at0
+            f1 = (laps1 - laps0) * total + cum[row_cum + i1] + (y1 - i1) * curve[row + i1]
             out[..., k] = np.where(positive, (f1 - f0) / safe, at0)
         return out
 

@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -89,7 +90,7 @@ class BodyLimit:
             message = await receive()
             seen += len(message.get("body", b""))
             if seen > self.limit:
-                raise _BodyTooLarge
+                raise _BodyTooLarge(self.limit)
             return message
 
         try:
@@ -98,8 +99,11 @@ class BodyLimit:
             await _too_large(self.limit)(scope, receive, send)
 
 
-class _BodyTooLarge(Exception):
-    pass
+class _BodyTooLarge(StarletteHTTPException):
+    """Raised while the body is read; an HTTP exception, so the framework passes it through."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"body: at most {limit} bytes")
 
 
 def _too_large(limit: int) -> JSONResponse:
@@ -148,7 +152,9 @@ def install_errors(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, error: StarletteHTTPException) -> JSONResponse:
-        return _problem(ApiError(error.status_code, str(error.detail), str(error.detail)))
+        title = HTTPStatus(error.status_code).phrase
+        errors = [{"field": "body", "message": "too large"}] if error.status_code == 413 else []
+        return _problem(ApiError(error.status_code, title, str(error.detail), errors))
 
     @app.exception_handler(BlobTooLarge)
     async def _blob(_: Request, error: BlobTooLarge) -> JSONResponse:

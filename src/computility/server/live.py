@@ -289,7 +289,9 @@ class Bill:
 def bills(price: Price, device_hours: npt.ArrayLike) -> list[Bill]:
     """Round each component half-up to the micro-unit (quotes and bills share it: they agree)."""
     def micro(a: npt.NDArray[np.float64]) -> list[int]:
-        out: list[int] = np.floor(np.asarray(a, np.float64) + 0.5).astype(np.int64).tolist()
+        # Rounded to a millionth of a micro-unit first, so float noise never flips a half.
+        exact = np.round(np.asarray(a, np.float64), 6)
+        out: list[int] = np.floor(exact + 0.5).astype(np.int64).tolist()
         return out
 
     compute, energy, egress = micro(price.compute), micro(price.energy), micro(price.egress)

@@ -31,6 +31,7 @@ class ControlPlane:
         self.replica = settings.replica or default_replica()
         self._live: LiveNetwork | None = None
         self._live_key: Any = None
+        self._live_checked = 0.0
         self._lock = threading.Lock()
         self.wake_scheduler = threading.Event()
         self.on_placed: list[Callable[[], None]] = []
@@ -45,18 +46,31 @@ class ControlPlane:
     def currency(self) -> str:
         return self.base.currency
 
-    def live(self) -> LiveNetwork:
-        """The registered sites as a network (cached until a site or its online state changes)."""
+    def live(self, max_age_s: float = 0.0) -> LiveNetwork:
+        """The registered sites as a network (cached until a site or its online state changes).
+
+        With `max_age_s`, a view checked against the database at most that long ago is reused
+        without checking again.
+        """
+        if max_age_s > 0 and self._live is not None and (
+            time.monotonic() - self._live_checked < max_age_s
+        ):
+            return self._live
         with self.engine.connect() as conn:
             key = tuple(conn.execute(
                 select(db.sites.c.id, db.sites.c.version, db.sites.c.online).order_by(db.sites.c.id)
             ).all())
         with self._lock:
+            self._live_checked = time.monotonic()
             if self._live is not None and key == self._live_key:
                 return self._live
             live = self._build(key)
             self._live, self._live_key = live, key
             return live
+
+    def sites_changed(self) -> None:
+        """A site was registered or came back: the next `live` checks the database."""
+        self._live_checked = 0.0
 
     def _build(self, key: Any) -> LiveNetwork:
         with self.engine.connect() as conn:

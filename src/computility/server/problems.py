@@ -34,5 +34,6 @@ def conflict(detail: str) -> ApiError:
 
 
 def invalid(field: str, message: str, status: int = 422) -> ApiError:
-    return ApiError(status, "Unprocessable Content", f"{field}: {message}",
+    title = "Bad Request" if status == 400 else "Unprocessable Content"
+    return ApiError(status, title, f"{field}: {message}",
                     [{"field": field, "message": message}])

@@ -7,7 +7,7 @@ from integer micro-units; times are UNIX seconds (UTC).
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -21,6 +21,10 @@ BACKENDS = ("local", "slurm", "ray", "kubernetes", "fake")
 ROLES = ("user", "provider", "operator")
 
 SLUG = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+MAX_ID = 2**63 - 1
+Amount = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+"""A non-negative finite number (free devices, seconds, GB)."""
+
 
 
 class Request(BaseModel):
@@ -128,7 +132,7 @@ class PoolIn(Request):
     device: str = Field(min_length=1, max_length=64)
     count: int = Field(ge=1, le=10_000_000)
     devices_per_node: int = Field(default=1, ge=1)
-    price_per_cu_hour: float = Field(ge=0, le=1e6)
+    price_per_cu_hour: float = Field(ge=0, le=1e6, allow_inf_nan=False)
 
 
 class SiteIn(Request):
@@ -170,13 +174,13 @@ class SiteRegistered(Reply):
 
 
 class RunningAttempt(Request):
-    attempt: int
-    token: int
-    run_s: float = Field(default=0.0, ge=0)
+    attempt: int = Field(ge=1, le=MAX_ID)
+    token: int = Field(ge=0, le=MAX_ID)
+    run_s: float = Field(default=0.0, ge=0, le=1e9, allow_inf_nan=False)
 
 
 class Heartbeat(Request):
-    free: dict[str, float] = Field(default_factory=dict)
+    free: dict[str, Amount] = Field(default_factory=dict)
     running: list[RunningAttempt] = Field(default_factory=list)
 
 
@@ -188,7 +192,7 @@ class HeartbeatReply(Reply):
 
 
 class LeaseRequest(Request):
-    free: dict[str, float]
+    free: dict[str, Amount]
     wait_s: float = Field(default=30.0, ge=0, le=30)
     max_tasks: int = Field(default=64, ge=1, le=1024)
 
@@ -210,12 +214,12 @@ class Leases(Reply):
 
 
 class AttemptReport(Request):
-    token: int
+    token: int = Field(ge=0, le=MAX_ID)
     state: Literal["running", "exited", "failed_to_start"]
-    exit_code: int | None = None
+    exit_code: int | None = Field(default=None, ge=-(2**31), le=2**31 - 1)
     signal: int | None = Field(default=None, ge=1, le=64)
-    run_s: float | None = Field(default=None, ge=0)
-    gb_moved: float = Field(default=0.0, ge=0)
+    run_s: float | None = Field(default=None, ge=0, le=1e9, allow_inf_nan=False)
+    gb_moved: float = Field(default=0.0, ge=0, le=1e9, allow_inf_nan=False)
     reason: str | None = Field(default=None, max_length=2000)
 
 
@@ -231,8 +235,8 @@ class ReportReply(Reply):
 
 class TenantIn(Request):
     id: str = Field(pattern=SLUG)
-    concurrent_cu_quota: float | None = Field(default=None, ge=0)
-    budget: float | None = Field(default=None, ge=0)
+    concurrent_cu_quota: float | None = Field(default=None, ge=0, le=1e12, allow_inf_nan=False)
+    budget: float | None = Field(default=None, ge=0, le=1e12, allow_inf_nan=False)
 
 
 class TenantOut(Reply):

@@ -21,6 +21,7 @@ Forms the contract allows and how they are normalised:
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
@@ -35,6 +36,9 @@ from computility.domain.money import MICRO
 from computility.domain.units import parse_size_gb
 
 PRECISIONS = ("fp64", "fp32", "fp16", "int8")
+MAX_DURATION_S = 366 * 24 * 3600.0
+"""Longest timeout, estimate or relative deadline a spec may state."""
+MAX_PRICE = Decimal(10**12)
 SPEC_POLICIES = ("cheapest", "fastest", "greenest", "balanced")
 
 _DURATION = re.compile(r"(?:(\d+(?:\.\d*)?)d)?(?:(\d+(?:\.\d*)?)h)?(?:(\d+(?:\.\d*)?)m)?"
@@ -47,8 +51,8 @@ def parse_duration_s(value: object) -> float:
     if isinstance(value, bool):
         raise ValueError("a duration such as 30m, 2h or 90s")
     if isinstance(value, int | float):
-        if value < 0:
-            raise ValueError("a non-negative duration")
+        if not math.isfinite(value) or value < 0 or value > MAX_DURATION_S:
+            raise ValueError("a non-negative duration of at most a year")
         return float(value)
     if not isinstance(value, str) or not value.strip():
         raise ValueError("a duration such as 30m, 2h or 90s")
@@ -57,7 +61,10 @@ def parse_duration_s(value: object) -> float:
     if match is None or not any(match.groups()):
         raise ValueError("a duration such as 30m, 2h or 90s")
     d, h, m, s = (float(g) if g else 0.0 for g in match.groups())
-    return ((d * 24 + h) * 60 + m) * 60 + s
+    seconds = ((d * 24 + h) * 60 + m) * 60 + s
+    if seconds > MAX_DURATION_S:
+        raise ValueError("a duration of at most a year")
+    return seconds
 
 
 class _Strict(BaseModel):
@@ -67,8 +74,8 @@ class _Strict(BaseModel):
 class AcceleratorChoice(_Strict):
     """``count`` devices matching ``device`` (an id, alias or family)."""
 
-    device: str
-    count: int = Field(ge=1)
+    device: str = Field(max_length=64)
+    count: int = Field(ge=1, le=100_000)
 
 
 class Accelerators(_Strict):
@@ -88,12 +95,12 @@ def _choice(text: str) -> AcceleratorChoice:
 class Resources(_Strict):
     """What one attempt needs (sizes in GB, durations in seconds)."""
 
-    cpus: int = Field(default=1, ge=1)
+    cpus: int = Field(default=1, ge=1, le=1_000_000)
     cpus_at_least: bool = False
-    memory_gb: float | None = Field(default=None, ge=0)
+    memory_gb: float | None = Field(default=None, ge=0, le=1e9)
     accelerators: Accelerators | None = None
     nodes: int = 1
-    disk_gb: float | None = Field(default=None, ge=0)
+    disk_gb: float | None = Field(default=None, ge=0, le=1e12)
     estimate_s: float | None = Field(default=None, gt=0)
     estimate_on: str | None = None
     precision: Literal["fp64", "fp32", "fp16", "int8"] = "fp32"
@@ -185,7 +192,7 @@ class Placement(_Strict):
     deadline_in_s: float | None = Field(default=None, gt=0)
     deadline_at: datetime | None = None
     max_price_micro: int | None = Field(default=None, ge=0)
-    max_latency_ms: float | None = Field(default=None, gt=0)
+    max_latency_ms: float | None = Field(default=None, gt=0, le=1e6, allow_inf_nan=False)
     user_location: str | None = None
 
     @model_validator(mode="before")
@@ -224,16 +231,16 @@ def _money(value: object) -> int:
         amount = Decimal(str(value))
     except InvalidOperation:
         raise ValueError("max_price: an amount such as 50 or 12.5") from None
-    if not amount.is_finite() or amount < 0:
-        raise ValueError("max_price: a non-negative amount")
+    if not amount.is_finite() or amount < 0 or amount > MAX_PRICE:
+        raise ValueError(f"max_price: a non-negative amount of at most {MAX_PRICE}")
     return int((amount * MICRO).to_integral_value(rounding=ROUND_HALF_UP))
 
 
 class TaskSpec(_Strict):
     """One task request, normalised."""
 
-    name: str | None = None
-    run: str = Field(min_length=1)
+    name: str | None = Field(default=None, max_length=256, pattern=r"^[^\x00]*$")
+    run: str = Field(min_length=1, max_length=100_000)
     setup: str | None = None
     workdir: str | None = None
     image: None = None

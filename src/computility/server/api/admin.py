@@ -12,7 +12,7 @@ from computility.domain.money import from_micro, to_micro
 from computility.server.api.deps import Caller, Plane
 from computility.server.auth import new_key
 from computility.server.db import schema as db
-from computility.server.problems import conflict, forbidden, not_found
+from computility.server.problems import conflict, forbidden, invalid, not_found
 from computility.server.store import billing
 from computility.server.store.files import upload
 from computility.wire.api import KeyIn, KeyOut, TenantIn, TenantOut, Usage
@@ -51,6 +51,8 @@ def create_tenant(body: TenantIn, who: Caller, plane: Plane) -> TenantOut:
 def set_tenant(tenant_id: str, body: TenantIn, who: Caller, plane: Plane) -> TenantOut:
     if not who.operator:
         raise forbidden("changing quotas and budgets needs an operator key")
+    if body.id != tenant_id:
+        raise invalid("id", f"the tenant of the path, '{tenant_id}', got '{body.id}'")
     with plane.write() as conn:
         done = conn.execute(update(db.tenants).where(db.tenants.c.id == tenant_id).values(
             concurrent_cu_quota=body.concurrent_cu_quota,

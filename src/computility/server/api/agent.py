@@ -12,7 +12,7 @@ import contextlib
 import time
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Request, Response
+from fastapi import APIRouter, Header, Path, Request, Response
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
@@ -32,6 +32,7 @@ from computility.wire.api import (
 )
 
 router = APIRouter(prefix="/api/v1/agent", tags=["agent"])
+AttemptId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 POLL_S = 0.5
 """Between wake-ups a waiting lease re-checks the database (another replica may have placed)."""
 
@@ -57,7 +58,7 @@ async def lease(body: LeaseRequest, who: Caller, plane: Plane, request: Request)
 
 
 @router.post("/attempts/{attempt_id}/report", response_model=ReportReply)
-def report(attempt_id: int, body: AttemptReport, who: Caller, plane: Plane) -> ReportReply:
+def report(attempt_id: AttemptId, body: AttemptReport, who: Caller, plane: Plane) -> ReportReply:
     return retrying(attempts.report, plane, who, attempt_id, body)
 
 
@@ -76,8 +77,8 @@ def _own_attempt(plane: Plane, who: Caller, attempt_id: int, token: int | None) 
 
 @router.put("/attempts/{attempt_id}/files/{kind}", status_code=204)
 async def put_file(
-    attempt_id: int, kind: str, request: Request, who: Caller, plane: Plane,
-    x_attempt_token: Annotated[int, Header()],
+    attempt_id: AttemptId, kind: str, request: Request, who: Caller, plane: Plane,
+    x_attempt_token: Annotated[int, Header(ge=0, le=2**63 - 1)],
 ) -> Response:
     if kind not in FILE_KINDS:
         raise invalid("kind", f"one of {', '.join(FILE_KINDS)}", 400)
@@ -88,7 +89,7 @@ async def put_file(
 
 
 @router.get("/attempts/{attempt_id}/workdir")
-def get_workdir(attempt_id: int, who: Caller, plane: Plane) -> Response:
+def get_workdir(attempt_id: AttemptId, who: Caller, plane: Plane) -> Response:
     from fastapi.responses import FileResponse
 
     task_id = _own_attempt(plane, who, attempt_id, None)

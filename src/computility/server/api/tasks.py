@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+from datetime import date, datetime
 from typing import Annotated, Any
 
 import yaml
-from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi import APIRouter, Header, Path, Query, Request, Response
 from fastapi.responses import FileResponse, PlainTextResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -28,8 +29,23 @@ from computility.wire.api import (
 )
 
 router = APIRouter(prefix="/api/v1", tags=["tasks"])
+MAX_ID = 2**63 - 1
+TaskId = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
+
+
+def json_safe(value: Any) -> Any:
+    """YAML's own types (an unquoted time is a datetime) as the JSON the spec is stored as."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [json_safe(v) for v in value]
+    if isinstance(value, date | datetime):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return value
 
 
 async def _spec_body(request: Request) -> Any:
@@ -38,7 +54,7 @@ async def _spec_body(request: Request) -> Any:
     kind = request.headers.get("content-type", "application/json").split(";")[0].strip()
     try:
         if kind in YAML_TYPES:
-            return yaml.safe_load(raw.decode("utf-8"))
+            return json_safe(yaml.safe_load(raw.decode("utf-8")))
         return json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError, yaml.YAMLError) as error:
         what = "YAML" if kind in YAML_TYPES else "JSON"
@@ -80,19 +96,19 @@ async def submit_tasks(
 def list_tasks(
     who: Caller, plane: Plane, state: str | None = None, name: str | None = None,
     limit: Annotated[int, Query(ge=1, le=store.LIST_LIMIT_MAX)] = 100,
-    cursor: Annotated[int | None, Query(ge=1)] = None,
+    cursor: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
 ) -> TaskList:
     rows, nxt = store.list_tasks(plane, who, state, name, limit, cursor)
     return TaskList(tasks=[store.task_out(r, plane.currency) for r in rows], next_cursor=nxt)
 
 
 @router.get("/tasks/{task_id}", response_model=TaskOut)
-def get_task(task_id: int, who: Caller, plane: Plane) -> TaskOut:
+def get_task(task_id: TaskId, who: Caller, plane: Plane) -> TaskOut:
     return store.task_out(store.get(plane, who, task_id), plane.currency, with_spec=True)
 
 
 @router.post("/tasks/{task_id}/cancel", response_model=TaskOut)
-def cancel_task(task_id: int, who: Caller, plane: Plane) -> TaskOut:
+def cancel_task(task_id: TaskId, who: Caller, plane: Plane) -> TaskOut:
     if not who.may_submit():
         raise forbidden("cancelling tasks needs a user or operator key")
     row = retrying(store.cancel, plane, who, task_id)
@@ -101,7 +117,7 @@ def cancel_task(task_id: int, who: Caller, plane: Plane) -> TaskOut:
 
 
 @router.get("/tasks/{task_id}/attempts", response_model=list[AttemptOut])
-def task_attempts(task_id: int, who: Caller, plane: Plane) -> list[AttemptOut]:
+def task_attempts(task_id: TaskId, who: Caller, plane: Plane) -> list[AttemptOut]:
     store.get(plane, who, task_id)
     return [
         AttemptOut(id=a["id"], task=a["task_id"], number=a["number"], site=a["site_id"],
@@ -113,7 +129,7 @@ def task_attempts(task_id: int, who: Caller, plane: Plane) -> list[AttemptOut]:
 
 
 @router.get("/tasks/{task_id}/explain", response_model=Explanation)
-def explain_task(task_id: int, who: Caller, plane: Plane) -> Explanation:
+def explain_task(task_id: TaskId, who: Caller, plane: Plane) -> Explanation:
     return explain(plane, who, task_id)
 
 
@@ -124,12 +140,13 @@ def explain_task(task_id: int, who: Caller, plane: Plane) -> Explanation:
 async def quote_task(request: Request, who: Caller, plane: Plane) -> Quote:
     body = await _spec_body(request)
     spec = store.parse_specs([body], None)[0]
+    store.known_places(plane, [spec], False)
     return await run_in_threadpool(quote, plane, who, spec)
 
 
 @router.get("/tasks/{task_id}/logs", response_class=PlainTextResponse)
 def task_logs(
-    task_id: int, who: Caller, plane: Plane, stream: str = "stdout",
+    task_id: TaskId, who: Caller, plane: Plane, stream: str = "stdout",
 ) -> Response:
     if stream not in ("stdout", "stderr"):
         raise invalid("stream", "stdout or stderr", 400)
@@ -141,7 +158,7 @@ def task_logs(
 
 
 @router.get("/tasks/{task_id}/outputs")
-def task_outputs(task_id: int, who: Caller, plane: Plane) -> Response:
+def task_outputs(task_id: TaskId, who: Caller, plane: Plane) -> Response:
     store.get(plane, who, task_id)
     path = file_of(plane, task_id, "outputs")
     if path is None:

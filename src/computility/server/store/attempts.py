@@ -113,6 +113,7 @@ def report(
     """
     site = _own_site(who)
     now = time.time()
+    stale: str | None = None
     with plane.write() as conn:
         query = select(db.attempts).where(db.attempts.c.id == attempt_id,
                                           db.attempts.c.site_id == site)
@@ -125,19 +126,28 @@ def report(
             body.state == "exited" or a["state"] in (states.SUCCEEDED, states.FAILED,
                                                      states.CANCELLED))
         if a["token"] != body.token or (a["state"] in states.ATTEMPT_TERMINAL and not repeat):
+            # Counted in this transaction, refused after it commits: the count must last.
             _count_duplicate(plane, conn, attempt_id)
-            raise ApiError(409, "Conflict", f"attempt {attempt_id}: stale fencing token or "
-                           f"attempt already {a['state']}; stop this work")
-        if repeat:
+            stale = a["state"]
+        elif repeat:
             _count_duplicate(plane, conn, attempt_id)
             return ReportReply(attempt=attempt_id, state=a["state"], billed=False)
-        task = conn.execute(select(db.tasks).where(db.tasks.c.id == a["task_id"])).mappings().one()
-        if body.state == "running":
-            return _running(conn, a, task, now)
-        if body.state == "failed_to_start":
-            _infra_failure(conn, a, task, now, body.reason or "failed to start on the site")
-            return ReportReply(attempt=attempt_id, state=states.LOST)
-        return _exited(plane, conn, a, task, body, now)
+        if stale is None:
+            return _apply(plane, conn, a, body, now)
+    raise ApiError(409, "Conflict", f"attempt {attempt_id}: stale fencing token or attempt "
+                   f"already {stale}; stop this work")
+
+
+def _apply(
+    plane: ControlPlane, conn: Connection, a: Any, body: AttemptReport, now: float
+) -> ReportReply:
+    task = conn.execute(select(db.tasks).where(db.tasks.c.id == a["task_id"])).mappings().one()
+    if body.state == "running":
+        return _running(conn, a, task, now)
+    if body.state == "failed_to_start":
+        _infra_failure(conn, a, task, now, body.reason or "failed to start on the site")
+        return ReportReply(attempt=a["id"], state=states.LOST)
+    return _exited(plane, conn, a, task, body, now)
 
 
 def _count_duplicate(plane: ControlPlane, conn: Connection, attempt_id: int) -> None:

@@ -52,7 +52,7 @@ def _candidates(
 
 def quote(plane: ControlPlane, who: Identity, spec: TaskSpec) -> Quote:
     now = time.time()
-    live = plane.live()
+    live = plane.live(max_age_s=task_store.LIVE_MAX_AGE_S)
     d = demand_of(spec)
     lines = quote_rows(live, [d], who.tenant, now)[0]
     scores = _scores(live, d, who.tenant, now) if lines else {}

@@ -106,6 +106,36 @@ def quote_rows(
     return [computed[r] for r in rows]
 
 
+_CacheKey = tuple[LiveNetwork, str, tuple[object, ...]]
+_ADMISSION_CACHE: dict[_CacheKey, tuple[float, list[QuoteLine]]] = {}
+ADMISSION_CACHE_S = 1.0
+ADMISSION_CACHE_MAX = 4096
+
+
+def admission_quotes(
+    live: LiveNetwork, demands: Sequence[Demand], tenant: str, now_ts: float
+) -> list[list[QuoteLine]]:
+    """`quote_rows(..., every_site=True)` for admission checks, reusing a demand's lines for up
+    to `ADMISSION_CACHE_S` (a stream of alike submissions prices once a second, not per task)."""
+    out: list[list[QuoteLine] | None] = []
+    missing: list[int] = []
+    for i, d in enumerate(demands):
+        hit = _ADMISSION_CACHE.get((live, tenant, _key(d)))
+        if hit is not None and now_ts - hit[0] < ADMISSION_CACHE_S:
+            out.append(hit[1])
+        else:
+            out.append(None)
+            missing.append(i)
+    if missing:
+        fresh = quote_rows(live, [demands[i] for i in missing], tenant, now_ts, every_site=True)
+        if len(_ADMISSION_CACHE) > ADMISSION_CACHE_MAX:
+            _ADMISSION_CACHE.clear()
+        for i, lines in zip(missing, fresh, strict=True):
+            out[i] = lines
+            _ADMISSION_CACHE[(live, tenant, _key(demands[i]))] = (now_ts, lines)
+    return [lines or [] for lines in out]
+
+
 def _free_units(live: LiveNetwork) -> np.ndarray:
     return np.array([live.free_of(i) for i in range(len(live.pool_keys))], np.int64)
 

@@ -97,6 +97,7 @@ def register(plane: ControlPlane, who: Identity, site: SiteIn) -> tuple[SiteOut,
             id=key_id, tenant_id=who.tenant if owner is None else owner, role="agent",
             site_id=site.id, secret_sha256=secret_hash, created_at=now,
         ))
+    plane.sites_changed()
     plane.wake_scheduler.set()
     return get(plane, who, site.id), key
 
@@ -176,6 +177,7 @@ def heartbeat(plane: ControlPlane, who: Identity, beat: Heartbeat) -> HeartbeatR
         values: dict[str, Any] = {"last_seen_at": now, "online": True}
         if not row[0]:
             values["version"] = db.sites.c.version + 1  # back online: rebuild the live network
+            plane.sites_changed()
         conn.execute(update(db.sites).where(db.sites.c.id == site_id).values(**values))
         unknown: list[int] = []
         cancel: list[int] = []

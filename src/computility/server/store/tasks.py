@@ -24,11 +24,14 @@ from computility.server.live import Demand, LiveNetwork, demand_of
 from computility.server.plane import ControlPlane
 from computility.server.problems import ApiError, invalid, not_found
 from computility.server.store.files import owns_upload
-from computility.server.store.pricing import quote_rows, spent_this_period
+from computility.server.store.pricing import admission_quotes, spent_this_period
 from computility.wire.api import TaskOut
 from computility.wire.spec import TaskSpec, task_spec_from_mapping
 
 LIST_LIMIT_MAX = 1000
+LIVE_MAX_AGE_S = 1.0
+"""Submissions and quotes may price on a view of the sites up to this old (sites change rarely;
+the scheduling loop and bills always read it fresh)."""
 
 
 def parse_specs(raws: Sequence[object], prefix: str | None) -> list[TaskSpec]:
@@ -68,9 +71,10 @@ def submit(
         existing = _by_keys(plane, who.tenant, keys)
         if existing is not None:
             return existing
+    known_places(plane, specs, batch)
     workdirs = _workdirs(plane, who, specs, batch)
     demands = [demand_of(s) for s in specs]
-    live = plane.live()
+    live = plane.live(max_age_s=LIVE_MAX_AGE_S)
     quote_max = _admit(plane, who, live, specs, demands, batch)
     now = time.time()
     rows = [
@@ -90,7 +94,8 @@ def submit(
     ]
     try:
         with plane.write() as conn:
-            ids = [r[0] for r in conn.execute(insert(db.tasks).returning(db.tasks.c.id), rows)]
+            ids = [r[0] for r in conn.execute(
+                insert(db.tasks).returning(db.tasks.c.id, sort_by_parameter_order=True), rows)]
     except IntegrityError:
         # A concurrent retry with the same key won the race: answer with its tasks.
         if keys is not None:
@@ -99,8 +104,27 @@ def submit(
                 return existing
         raise
     plane.wake_scheduler.set()
-    with plane.engine.connect() as conn:
-        return _rows(conn, sorted(ids))
+    for row, task_id in zip(rows, ids, strict=True):  # what was inserted, without reading back
+        row.update(id=task_id, reason=None, finished_at=None, site_id=None, pool_id=None,
+                   exit_code=None, signal=None, n_attempts=0, cost_micro=0)
+    return rows
+
+
+def known_places(plane: ControlPlane, specs: Sequence[TaskSpec], batch: bool) -> None:
+    """Regions and user locations a spec names must be the network's."""
+    regions = [r.id for r in plane.base.regions]
+    cities = [d.id for d in plane.base.demand]
+    for i, spec in enumerate(specs):
+        where = f"tasks[{i}].placement" if batch else "placement"
+        p = spec.placement
+        for region in p.regions or ():
+            if region not in regions:
+                raise invalid(f"{where}.regions",
+                              f"regions of the network ({', '.join(regions)}), got '{region}'")
+        if p.user_location is not None and p.user_location not in cities:
+            raise invalid(f"{where}.user_location",
+                          f"a user location of the network ({', '.join(cities)}), got "
+                          f"'{p.user_location}'")
 
 
 DIGEST_PREFIX = "sha256:"
@@ -160,7 +184,7 @@ def _admit(
     """
     if live.empty:
         return [None] * len(specs)
-    quotes = quote_rows(live, demands, who.tenant, time.time(), every_site=True)
+    quotes = admission_quotes(live, demands, who.tenant, time.time())
     budget_left = _budget_left(plane, who.tenant)
     out: list[int | None] = []
     for i, (spec, q) in enumerate(zip(specs, quotes, strict=True)):
