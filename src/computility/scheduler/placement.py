@@ -34,6 +34,7 @@ them, else (work queued + work left on running tasks) / capacity, the fluid appr
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -150,6 +151,19 @@ class Placement(FeasibilityMixin, RankingMixin):
         self.feasible_count: IntArray = self._class_mask.sum(axis=1)[self._class_of]
         self._class_l: list[int] = self._class_of.tolist()
         self._speed_l: list[int] = speed.task_class.tolist()
+
+    def with_policy(self, policy: str, seed: int = 0) -> Placement:
+        """This placement under another policy, sharing what no policy changes: feasibility,
+        the speed and cost models and the network's tables (building them is most of the cost
+        of a `Placement` over a large batch). Per-policy caches and draws start afresh."""
+        if policy not in POLICIES:
+            raise ValueError(f"unknown placement policy '{policy}'")
+        other = copy.copy(self)
+        other.policy = policy
+        other._rng = np.random.default_rng(seed)
+        other._last_rr = -1
+        other._orders = {}
+        return other
 
     # ------------------------------------------------------------------ feasibility
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -75,9 +75,10 @@ class PoolRow:
     free_units: int
 
 
-@dataclass(frozen=True, slots=True)
-class Demand:
-    """What one task needs, as the scheduler counts it (from its spec)."""
+class Demand(NamedTuple):
+    """What one task needs, as the scheduler counts it (from its spec).
+
+    A named tuple: a scheduling cycle builds one per pending task (10^5 of them)."""
 
     cpus: int
     gpu_milli: int
@@ -216,37 +217,54 @@ class LiveNetwork:
         now_ts: float,
     ) -> Workload:
         """The tasks `ids` as a workload submitted at `now_ts`, in the order given."""
-        sets: dict[tuple[str, ...], int] = {}
-        refs: dict[str, int] = {}
+        return self.workload_from_columns(
+            ids, [d.cpus for d in demands], [d.gpu_milli for d in demands],
+            [d.devices for d in demands], [d.run_s for d in demands],
+            [d.timeout_s for d in demands], [d.ref_device for d in demands],
+            [d.location for d in demands], tenants, now_ts)
+
+    def workload_from_columns(
+        self,
+        ids: Sequence[int],
+        cpus: Sequence[int],
+        gpu_milli: Sequence[int],
+        devices: Sequence[tuple[str, ...] | None],
+        run_s: Sequence[float],
+        timeout_s: Sequence[float],
+        ref_device: Sequence[str | None],
+        location: Sequence[str | None],
+        tenants: Sequence[str],
+        now_ts: float,
+    ) -> Workload:
+        """`workload` from per-task columns (a scheduling cycle reads them so)."""
+        sets: dict[tuple[str, ...] | None, int] = {None: ANY_GPU}
+        refs: dict[str | None, int] = {None: NO_INDEX}
+        locs: dict[str | None, int] = {None: NO_INDEX}
         tenant_names: dict[str, int] = {}
-        gpu_types, ref, loc, ten = [], [], [], []
-        for d, t in zip(demands, tenants, strict=True):
-            if d.devices is None:
-                gpu_types.append(ANY_GPU)
-            else:
-                gpu_types.append(sets.setdefault(d.devices, len(sets)))
-            ref.append(NO_INDEX if d.ref_device is None else refs.setdefault(d.ref_device,
-                                                                               len(refs)))
-            loc.append(self._location.get(d.location, NO_INDEX) if d.location else NO_INDEX)
-            ten.append(tenant_names.setdefault(t, len(tenant_names)))
+        gpu_types = [sets.setdefault(d, len(sets) - 1) for d in devices]
+        ref = [refs.setdefault(r, len(refs) - 1) for r in ref_device]
+        loc = [locs[x] if x in locs else locs.setdefault(x, self._location.get(x or "", NO_INDEX))
+               for x in location]
+        ten = [tenant_names.setdefault(t, len(tenant_names)) for t in tenants]
+        del sets[None], refs[None]
         n = len(ids)
         now = cost_time(now_ts)
         return Workload.from_columns(
             "live",
             ids=np.asarray(ids, np.int64),
             submit=np.full(n, now),
-            run=np.array([d.run_s for d in demands], np.float64),
-            requested=np.array([d.timeout_s for d in demands], np.float64),
-            cpus=np.array([d.cpus for d in demands], np.int64),
-            gpu_milli=np.array([d.gpu_milli for d in demands], np.int64),
+            run=np.asarray(run_s, np.float64),
+            requested=np.asarray(timeout_s, np.float64),
+            cpus=np.asarray(cpus, np.int64),
+            gpu_milli=np.asarray(gpu_milli, np.int64),
             gpu_types=np.asarray(gpu_types, np.int32),
-            gpu_type_sets=tuple(sets),
+            gpu_type_sets=tuple(k for k in sets if k is not None),
             tenant=np.asarray(ten, np.int32),
             tenants=tuple(tenant_names) or ("default",),
             location=np.asarray(loc, np.int32),
             locations=self.location_ids,
             ref_device=np.asarray(ref, np.int32),
-            ref_devices=tuple(refs),
+            ref_devices=tuple(k for k in refs if k is not None),
         )
 
     def speed(self, workload: Workload) -> SpeedModel:

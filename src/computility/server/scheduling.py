@@ -16,6 +16,7 @@ attempt) the leader:
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -24,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import bindparam, func, select, text, update
 
 from computility.scheduler.batch import classify, greedy_fill
 from computility.server import states
@@ -53,12 +54,60 @@ class CycleReport:
     fenced_out: bool = False
 
 
-_COLUMNS = (
-    db.tasks.c.id, db.tasks.c.version, db.tasks.c.state, db.tasks.c.tenant_id,
-    db.tasks.c.policy, db.tasks.c.cpus, db.tasks.c.gpu_milli, db.tasks.c.devices,
-    db.tasks.c.run_s, db.tasks.c.timeout_s, db.tasks.c.ref_device, db.tasks.c.location,
-    db.tasks.c.rules, db.tasks.c.max_price_micro, db.tasks.c.precision, db.tasks.c.reason,
+PENDING_SQL = (
+    "SELECT id, version, state, tenant_id, policy, cpus, gpu_milli, devices, run_s, timeout_s, "
+    "ref_device, location, rules, max_price_micro, precision, reason FROM tasks "
+    "WHERE state IN ('pending', 'held') ORDER BY id"
 )
+
+
+def _json(value: Any) -> Any:
+    """A JSON column read through the driver: text on SQLite, already decoded by psycopg."""
+    return json.loads(value) if isinstance(value, str | bytes) else value
+
+
+
+
+@dataclass
+class Pending:
+    """The pending and held tasks as columns, read straight from the driver: a cycle over 10^5
+    tasks cannot afford an object per row."""
+
+    id: list[int]
+    version: list[int]
+    state: list[str]
+    tenant: list[str]
+    policy: list[str]
+    cpus: list[int]
+    gpu_milli: list[int]
+    devices: list[tuple[str, ...] | None]
+    run_s: list[float]
+    timeout_s: list[float]
+    ref_device: list[str | None]
+    location: list[str | None]
+    rules: list[Any]
+    max_price: list[int | None]
+    precision: list[str]
+    reason: list[str | None]
+
+    @classmethod
+    def read(cls, conn: Any) -> Pending:
+        rows = conn.exec_driver_sql(PENDING_SQL).fetchall()
+        if not rows:
+            return cls(*([] for _ in range(16)))
+        cols = [list(c) for c in zip(*rows, strict=True)]
+        # JSON null may be stored as SQL NULL or as the text 'null'.
+        cols[7] = [None if d is None else tuple(d) for d in map(_json, cols[7])]
+        cols[12] = [_json(v) for v in cols[12]]
+        return cls(*cols)
+
+    def __len__(self) -> int:
+        return len(self.id)
+
+    def demand(self, i: int) -> Demand:
+        return Demand(self.cpus[i], self.gpu_milli[i], self.devices[i], self.run_s[i],
+                      self.timeout_s[i], self.ref_device[i], self.policy[i], self.location[i],
+                      self.rules[i], self.precision[i])
 
 
 def housekeeping(plane: ControlPlane, now: float) -> tuple[int, int]:
@@ -93,8 +142,7 @@ def cycle(plane: ControlPlane, leadership: Leadership, now: float | None = None)
     t1 = time.perf_counter()
     live = plane.live()
     with plane.engine.connect() as conn:
-        rows: list[Any] = list(conn.execute(select(*_COLUMNS).where(
-            db.tasks.c.state.in_((states.PENDING, states.HELD))).order_by(db.tasks.c.id)))
+        rows = Pending.read(conn)
         free_rows = conn.execute(select(db.pools.c.site_id, db.pools.c.pool_id,
                                         db.pools.c.free_units)).all()
         queued = conn.execute(
@@ -134,73 +182,69 @@ def cycle(plane: ControlPlane, leadership: Leadership, now: float | None = None)
     return report
 
 
-def _demand(r: Any) -> Demand:
-    return Demand(
-        cpus=r.cpus, gpu_milli=r.gpu_milli,
-        devices=tuple(r.devices) if r.devices else None, run_s=r.run_s, timeout_s=r.timeout_s,
-        ref_device=r.ref_device, policy=r.policy, location=r.location, rules=r.rules,
-        precision=r.precision,
-    )
-
-
-def _place(live: LiveNetwork, rows: list[Any], free: np.ndarray, now: float) -> np.ndarray:
+def _place(live: LiveNetwork, rows: Pending, free: np.ndarray, now: float) -> np.ndarray:
     """Per task row: the pool row it is placed on, or -1."""
-    demands = [_demand(r) for r in rows]
-    tenants = [r.tenant_id for r in rows]
-    workload = live.workload(list(range(len(rows))), demands, tenants, now)
+    tenants = rows.tenant
+    workload = live.workload_from_columns(
+        list(range(len(rows))), rows.cpus, rows.gpu_milli, rows.devices, rows.run_s,
+        rows.timeout_s, rows.ref_device, rows.location, tenants, now)
     position = np.empty(len(rows), np.int64)
     position[workload.ids] = np.arange(len(rows))  # workload row of each task row
     rules = {}
-    for i, r in _rules(live, rows, demands, tenants, now).items():
+    for i, r in _rules(live, rows, now).items():
         rules[int(position[i])] = r
     speed = live.speed(workload)
     choice = np.full(len(rows), -1, np.int64)
     groups: dict[tuple[str, bytes], list[int]] = defaultdict(list)
     masks: dict[bytes, np.ndarray] = {}
-    for i, (d, t) in enumerate(zip(demands, tenants, strict=True)):
+    access: dict[str, bytes] = {}
+    for t in set(tenants):
         mask = live.allowed_pools(t)
-        key = mask.tobytes()
-        masks[key] = mask
-        groups[(d.policy, key)].append(i)
+        access[t] = mask.tobytes()
+        masks[access[t]] = mask
+    for i, (policy, t) in enumerate(zip(rows.policy, tenants, strict=True)):
+        groups[(policy, access[t])].append(i)
     left = free.copy()
     placements: dict[str, Any] = {}
     for (policy, key), members in sorted(groups.items()):
         if policy not in placements:
-            placements[policy] = live.placement(workload, policy, speed, rules)
+            placements[policy] = (
+                next(iter(placements.values())).with_policy(policy) if placements
+                else live.placement(workload, policy, speed, rules)
+            )
         placement = placements[policy]
         usable = np.where(masks[key], left, 0)
         task_rows = position[np.asarray(members, np.int64)]
         classes = classify(placement, task_rows, 0.0 + _cost_now(now), usable)
         assignment = greedy_fill(classes, usable)
         pools = assignment.pools()
-        for workload_row, pool in zip(task_rows.tolist(), pools.tolist(), strict=True):
-            if pool < 0:
-                continue
-            task_row = int(workload.ids[workload_row])
-            choice[task_row] = pool
-            left[pool] -= _units(live, demands[task_row], pool)
+        placed = pools >= 0
+        task_of = workload.ids[task_rows[placed]]
+        choice[task_of] = pools[placed]
+        cpu = live.network.arrays.pool_is_cpu[pools[placed]]
+        units = np.where(cpu, np.asarray(rows.cpus)[task_of], np.asarray(rows.gpu_milli)[task_of])
+        np.subtract.at(left, pools[placed], units)
     return choice
 
 
-def _rules(
-    live: LiveNetwork, rows: list[Any], demands: list[Demand], tenants: list[str], now: float
-) -> dict[int, Any]:
+def _rules(live: LiveNetwork, rows: Pending, now: float) -> dict[int, Any]:
     """Per task row with placement rules or a `max_price`: the sites it may go to.
 
     A task with a `max_price` may go only where even its longest run stays within it; the quotes
     are computed once per tenant for all such tasks (alike demands share one computation).
     """
-    out = {i: r for i, d in enumerate(demands) if (r := site_rules(d.rules)) is not None}
+    out = {i: r for i, spec_rules in enumerate(rows.rules)
+           if spec_rules and (r := site_rules(spec_rules)) is not None}
     limited: dict[str, list[int]] = defaultdict(list)
-    for i, r in enumerate(rows):
-        if r.max_price_micro is not None:
-            limited[tenants[i]].append(i)
+    for i, limit in enumerate(rows.max_price):
+        if limit is not None:
+            limited[rows.tenant[i]].append(i)
     for tenant, members in limited.items():
-        quotes = quote_rows(live, [demands[i] for i in members], tenant, now)
+        quotes = quote_rows(live, [rows.demand(i) for i in members], tenant, now)
         for i, lines in zip(members, quotes, strict=True):
-            limit = rows[i].max_price_micro
-            affordable = sorted({q.site for q in lines if q.max_micro <= limit})
-            rule = site_rules({**(demands[i].rules or {}), "sites": affordable})
+            limit = rows.max_price[i]
+            affordable = sorted({q.site for q in lines if q.max_micro <= (limit or 0)})
+            rule = site_rules({**(rows.rules[i] or {}), "sites": affordable})
             if rule is not None:
                 out[i] = rule
     return out
@@ -212,43 +256,40 @@ def _cost_now(now: float) -> float:
     return cost_time(now)
 
 
-def _units(live: LiveNetwork, d: Demand, pool: int) -> int:
-    return d.cpus if live.network.arrays.pool_is_cpu[pool] else d.gpu_milli
-
-
 def _decide(
-    live: LiveNetwork, rows: list[Any], choice: np.ndarray, quotas: dict[str, float],
+    live: LiveNetwork, rows: Pending, choice: np.ndarray, quotas: dict[str, float],
     in_use: dict[str, float],
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Placements to write, and tasks to hold because of their tenant's concurrent-CU quota."""
     writes, holds = [], []
     used = {t: float(in_use.get(t) or 0.0) for t in quotas}
     cu_unit = live.cost.cu_per_unit
-    for i, r in enumerate(rows):
+    is_cpu = live.network.arrays.pool_is_cpu.tolist()
+    cu_of = cu_unit.tolist()
+    keys = live.pool_keys
+    for i in np.flatnonzero(choice >= 0).tolist():  # a task not placed keeps its state
         pool = int(choice[i])
-        quota = quotas.get(r.tenant_id)
-        if pool < 0:
-            if r.state == states.HELD and quota is not None:
-                continue  # stays held until its quota and a place allow
-            continue
-        units = r.cpus if live.network.arrays.pool_is_cpu[pool] else r.gpu_milli
-        cu = float(units * cu_unit[pool])
+        tenant = rows.tenant[i]
+        quota = quotas.get(tenant)
+        units = rows.cpus[i] if is_cpu[pool] else rows.gpu_milli[i]
+        cu = units * cu_of[pool]
         if quota is not None:
-            if used[r.tenant_id] + cu > quota + 1e-9:
-                reason = (f"held: over the tenant's concurrent quota ({used[r.tenant_id]:.1f} "
+            if used[tenant] + cu > quota + 1e-9:
+                reason = (f"held: over the tenant's concurrent quota ({used[tenant]:.1f} "
                           f"of {quota:g} CU in use, this task needs {cu:.1f})")
-                if r.state != states.HELD or r.reason != reason:
-                    holds.append({"tid": r.id, "v": r.version, "s": r.state, "reason": reason})
+                if rows.state[i] != states.HELD or rows.reason[i] != reason:
+                    holds.append({"tid": rows.id[i], "v": rows.version[i],
+                                  "s": rows.state[i], "reason": reason})
                 continue
-            used[r.tenant_id] += cu
-        site, pool_id = live.pool_keys[pool]
-        writes.append({"tid": r.id, "v": r.version, "s": r.state, "site": site,
-                       "pool": pool_id, "units": units, "cu": cu})
+            used[tenant] += cu
+        site, pool_id = keys[pool]
+        writes.append({"tid": rows.id[i], "v": rows.version[i], "s": rows.state[i],
+                       "site": site, "pool": pool_id, "units": units, "cu": cu})
     return writes, holds
 
 
 def _write(
-    plane: ControlPlane, leadership: Leadership, rows: list[Any], writes: list[dict[str, Any]],
+    plane: ControlPlane, leadership: Leadership, rows: Pending, writes: list[dict[str, Any]],
     holds: list[dict[str, Any]], now: float,
 ) -> bool:
     if not writes and not holds:
@@ -264,14 +305,7 @@ def _write(
             log.warning("not the leader any more: %d decisions dropped", len(writes))
             return False
         if writes:
-            conn.execute(
-                update(t).where(t.c.id == bindparam("tid"), t.c.version == bindparam("v"))
-                .values(state=states.QUEUED, site_id=bindparam("site"),
-                        pool_id=bindparam("pool"), units=bindparam("units"),
-                        cu=bindparam("cu"), version=t.c.version + 1, updated_at=now,
-                        reason=None),
-                writes,
-            )
+            _write_placements(conn, writes, now)
         if holds:
             conn.execute(
                 update(t).where(t.c.id == bindparam("tid"), t.c.version == bindparam("v"))
@@ -282,6 +316,36 @@ def _write(
     if writes:
         plane.placed()
     return True
+
+
+def _write_placements(conn: Any, writes: list[dict[str, Any]], now: float) -> None:
+    """Set every placed task ``queued`` on its pool, conditional on its version, set-based:
+    one statement over arrays on PostgreSQL, a temporary table and one UPDATE on SQLite."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text(
+            "UPDATE tasks SET state = 'queued', site_id = v.site, pool_id = v.pool, "
+            "units = v.units, cu = v.cu, version = tasks.version + 1, updated_at = :now, "
+            "reason = NULL FROM unnest(CAST(:ids AS bigint[]), CAST(:vs AS integer[]), "
+            "CAST(:sites AS text[]), CAST(:pools AS text[]), CAST(:units AS bigint[]), "
+            "CAST(:cus AS float8[])) AS v(id, version, site, pool, units, cu) "
+            "WHERE tasks.id = v.id AND tasks.version = v.version"
+        ), {"ids": [w["tid"] for w in writes], "vs": [w["v"] for w in writes],
+            "sites": [w["site"] for w in writes], "pools": [w["pool"] for w in writes],
+            "units": [w["units"] for w in writes], "cus": [w["cu"] for w in writes],
+            "now": now})
+        return
+    conn.exec_driver_sql(
+        "CREATE TEMP TABLE IF NOT EXISTS placed (id INTEGER PRIMARY KEY, version INTEGER, "
+        "site TEXT, pool TEXT, units INTEGER, cu REAL)")
+    conn.exec_driver_sql("DELETE FROM placed")
+    conn.exec_driver_sql(
+        "INSERT INTO placed VALUES (?, ?, ?, ?, ?, ?)",
+        [(w["tid"], w["v"], w["site"], w["pool"], w["units"], w["cu"]) for w in writes])
+    conn.exec_driver_sql(
+        "UPDATE tasks SET state = 'queued', site_id = placed.site, pool_id = placed.pool, "
+        "units = placed.units, cu = placed.cu, version = tasks.version + 1, updated_at = ?, "
+        "reason = NULL FROM placed WHERE tasks.id = placed.id "
+        "AND tasks.version = placed.version", (now,))
 
 
 class SchedulingLoop:
