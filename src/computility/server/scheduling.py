@@ -21,6 +21,7 @@ import logging
 import threading
 import time
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,17 +56,13 @@ class CycleReport:
 
 
 PENDING_SQL = (
-    "SELECT id, version, state, tenant_id, policy, cpus, gpu_milli, devices, run_s, timeout_s, "
-    "ref_device, location, rules, max_price_micro, precision, reason FROM tasks "
+    "SELECT id, version, state, tenant_id, policy, cpus, gpu_milli, "
+    "NULLIF(CAST(devices AS TEXT), 'null'), run_s, timeout_s, ref_device, location, "
+    "NULLIF(CAST(rules AS TEXT), 'null'), max_price_micro, precision, reason FROM tasks "
     "WHERE state IN ('pending', 'held') ORDER BY id"
 )
-
-
-def _json(value: Any) -> Any:
-    """A JSON column read through the driver: text on SQLite, already decoded by psycopg."""
-    return json.loads(value) if isinstance(value, str | bytes) else value
-
-
+"""JSON columns come back as text, NULL where the JSON is null (stored either way), so only
+the few tasks that have them pay for decoding."""
 
 
 @dataclass
@@ -92,13 +89,18 @@ class Pending:
 
     @classmethod
     def read(cls, conn: Any) -> Pending:
-        rows = conn.exec_driver_sql(PENDING_SQL).fetchall()
+        # The driver's own cursor: plain tuples, no per-row result objects.
+        cursor = conn.connection.dbapi_connection.cursor()
+        try:
+            cursor.execute(PENDING_SQL)
+            rows = cursor.fetchall()
+        finally:
+            cursor.close()
         if not rows:
             return cls(*([] for _ in range(16)))
         cols = [list(c) for c in zip(*rows, strict=True)]
-        # JSON null may be stored as SQL NULL or as the text 'null'.
-        cols[7] = [None if d is None else tuple(d) for d in map(_json, cols[7])]
-        cols[12] = [_json(v) for v in cols[12]]
+        cols[7] = [None if v is None else tuple(json.loads(v)) for v in cols[7]]
+        cols[12] = [None if v is None else json.loads(v) for v in cols[12]]
         return cls(*cols)
 
     def __len__(self) -> int:
@@ -300,6 +302,17 @@ def _write(
         if h["s"] != states.HELD:
             states.check_task(h["s"], states.HELD)
     t = db.tasks
+    chunks = _chunks(plane, writes)
+    if len(chunks) > 1:
+        # Large batches on PostgreSQL: disjoint rows written by parallel transactions, each
+        # fenced on its own (every update is conditional on its task's version, so a chunk
+        # that lands while another is refused leaves nothing inconsistent).
+        with ThreadPoolExecutor(len(chunks)) as pool:
+            landed = list(pool.map(lambda chunk: _fenced_write(plane, leadership, chunk, now),
+                                   chunks))
+        if not all(landed):
+            return False
+        writes = []
     with plane.write() as conn:
         if not leadership.fenced(conn):
             log.warning("not the leader any more: %d decisions dropped", len(writes))
@@ -315,6 +328,28 @@ def _write(
             )
     if writes:
         plane.placed()
+    return True
+
+
+PARALLEL_WRITE_MIN = 20_000
+WRITERS = 2
+
+
+def _chunks(plane: ControlPlane, writes: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    if len(writes) < PARALLEL_WRITE_MIN or plane.engine.dialect.name != "postgresql":
+        return [writes]
+    size = -(-len(writes) // WRITERS)
+    return [writes[i:i + size] for i in range(0, len(writes), size)]
+
+
+def _fenced_write(
+    plane: ControlPlane, leadership: Leadership, writes: list[dict[str, Any]], now: float
+) -> bool:
+    with plane.write() as conn:
+        if not leadership.fenced(conn):
+            log.warning("not the leader any more: %d decisions dropped", len(writes))
+            return False
+        _write_placements(conn, writes, now)
     return True
 
 

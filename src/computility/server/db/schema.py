@@ -144,11 +144,18 @@ tasks = Table(
     Column("cancel_requested", Boolean, nullable=False, default=False),
     Column("workdir", String(64), nullable=True),  # blob digest of the packed workdir
     Column("idempotency_key", String(256), nullable=True),
-    UniqueConstraint("tenant_id", "idempotency_key", name="uq_tasks_tenant_idempotency"),
 )
-Index("ix_tasks_state_id", tasks.c.state, tasks.c.id)
+# Partial indexes: a placement (pending -> queued) must touch as few indexes as possible, since a
+# scheduling cycle may move 10^5 tasks at once. Only rows a query looks for are indexed.
+_keyed = tasks.c.idempotency_key.is_not(None)
+Index("uq_tasks_tenant_idempotency", tasks.c.tenant_id, tasks.c.idempotency_key, unique=True,
+      postgresql_where=_keyed, sqlite_where=_keyed)
+_waiting = tasks.c.state.in_(("pending", "held"))
+Index("ix_tasks_waiting", tasks.c.id, postgresql_where=_waiting, sqlite_where=_waiting)
+_queued = tasks.c.state == "queued"
+Index("ix_tasks_queued_site", tasks.c.site_id, tasks.c.id, postgresql_where=_queued,
+      sqlite_where=_queued)
 Index("ix_tasks_tenant_id", tasks.c.tenant_id, tasks.c.id)
-Index("ix_tasks_site_state", tasks.c.site_id, tasks.c.state)
 
 attempts = Table(
     "attempts",

@@ -107,12 +107,30 @@ def upgrade() -> None:
             ["tenant_id"], ["tenants.id"], name=op.f("fk_tasks_tenant_id_tenants")
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_tasks")),
-        sa.UniqueConstraint("tenant_id", "idempotency_key", name="uq_tasks_tenant_idempotency"),
     )
     with op.batch_alter_table("tasks", schema=None) as batch_op:
-        batch_op.create_index("ix_tasks_site_state", ["site_id", "state"], unique=False)
-        batch_op.create_index("ix_tasks_state_id", ["state", "id"], unique=False)
+        batch_op.create_index(
+            "ix_tasks_queued_site",
+            ["site_id", "id"],
+            unique=False,
+            postgresql_where=sa.text("state = 'queued'"),
+            sqlite_where=sa.text("state = 'queued'"),
+        )
         batch_op.create_index("ix_tasks_tenant_id", ["tenant_id", "id"], unique=False)
+        batch_op.create_index(
+            "ix_tasks_waiting",
+            ["id"],
+            unique=False,
+            postgresql_where=sa.text("state IN ('pending', 'held')"),
+            sqlite_where=sa.text("state IN ('pending', 'held')"),
+        )
+        batch_op.create_index(
+            "uq_tasks_tenant_idempotency",
+            ["tenant_id", "idempotency_key"],
+            unique=True,
+            postgresql_where=sa.text("idempotency_key IS NOT NULL"),
+            sqlite_where=sa.text("idempotency_key IS NOT NULL"),
+        )
 
     op.create_table(
         "uploads",
@@ -278,9 +296,22 @@ def downgrade() -> None:
     op.drop_table("users")
     op.drop_table("uploads")
     with op.batch_alter_table("tasks", schema=None) as batch_op:
+        batch_op.drop_index(
+            "uq_tasks_tenant_idempotency",
+            postgresql_where=sa.text("idempotency_key IS NOT NULL"),
+            sqlite_where=sa.text("idempotency_key IS NOT NULL"),
+        )
+        batch_op.drop_index(
+            "ix_tasks_waiting",
+            postgresql_where=sa.text("state IN ('pending', 'held')"),
+            sqlite_where=sa.text("state IN ('pending', 'held')"),
+        )
         batch_op.drop_index("ix_tasks_tenant_id")
-        batch_op.drop_index("ix_tasks_state_id")
-        batch_op.drop_index("ix_tasks_site_state")
+        batch_op.drop_index(
+            "ix_tasks_queued_site",
+            postgresql_where=sa.text("state = 'queued'"),
+            sqlite_where=sa.text("state = 'queued'"),
+        )
 
     op.drop_table("tasks")
     op.drop_table("sites")
