@@ -360,8 +360,12 @@ class PausedWrite:
 
     def __call__(self, plane: ControlPlane, leadership: Leadership, rows: Any, writes: Any,
                  holds: Any, now: float) -> bool:
-        if leadership is not self.leader or self.reached.is_set():
+        if leadership is not self.leader:
             return self.real(plane, leadership, rows, writes, holds, now)
+        if self.reached.is_set():
+            # A retry of the paused write (its connection was ended by the new leader).
+            self.result = self.real(plane, leadership, rows, writes, holds, now)
+            return self.result
         self.decisions = len(writes)
         self.reached.set()
         assert self.release.wait(30)

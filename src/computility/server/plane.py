@@ -36,6 +36,7 @@ class ControlPlane:
         self.wake_scheduler = threading.Event()
         self.on_placed: list[Callable[[], None]] = []
         self.duplicates = 0
+        self.last_housekeeping = 0.0
         self.started_at = time.time()
 
     def write(self) -> Any:

@@ -43,7 +43,9 @@ class Settings:
     heartbeat_s: float = HEARTBEAT_S
     long_poll_max_s: float = LONG_POLL_MAX_S
     cycle_s: float = 1.0
-    """The scheduling loop runs at least this often, and at once after a submission."""
+    """The scheduling loop runs at least this often, and soon after a submission."""
+    min_cycle_gap_s: float = 0.1
+    """Between two cycles at least this long passes, however many submissions wake the loop."""
     max_body_bytes: int = MAX_BODY_BYTES
     blob_limit_bytes: int = BLOB_LIMIT_BYTES
     leader_stale_s: float = 10.0

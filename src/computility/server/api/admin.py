@@ -15,6 +15,7 @@ from computility.server.db import schema as db
 from computility.server.problems import conflict, forbidden, invalid, not_found
 from computility.server.store import billing
 from computility.server.store.files import upload
+from computility.server.store.tasks import budget_changed
 from computility.wire.api import KeyIn, KeyOut, TenantIn, TenantOut, Usage
 
 router = APIRouter(prefix="/api/v1", tags=["tenants"])
@@ -60,6 +61,7 @@ def set_tenant(tenant_id: str, body: TenantIn, who: Caller, plane: Plane) -> Ten
         if not done:
             raise not_found("tenant", tenant_id)
         row = conn.execute(select(db.tenants).where(db.tenants.c.id == tenant_id)).mappings().one()
+    budget_changed(tenant_id)
     plane.wake_scheduler.set()
     return _tenant_out(dict(row))
 

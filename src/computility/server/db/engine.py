@@ -65,7 +65,9 @@ def make_engine(url: str, application_name: str | None = None) -> Engine:
         # Every session carries the replica's name, so a new leader can end all sessions of a
         # stopped one (`Leadership`).
         args = {"application_name": application_name[:63]} if application_name else {}
-        return create_engine(url, pool_size=20, max_overflow=20, pool_pre_ping=True,
+        # No ping per checkout (a round trip on every request): a connection found dead is
+        # invalidated by SQLAlchemy and the transaction retried (`computility.server.db.retry`).
+        return create_engine(url, pool_size=20, max_overflow=20, pool_recycle=3600,
                              connect_args=args)
     raise UsageError(
         f"--db: expected sqlite:///PATH or postgresql+psycopg://USER@HOST:PORT/DB, got '{url}'"

@@ -1,8 +1,9 @@
 """Retrying a write transaction that lost a race the database resolved by aborting it.
 
 PostgreSQL aborts one side of a deadlock (40P01) or a serialization conflict (40001); SQLite
-answers "database is locked" when its busy timeout runs out. The transaction rolled back whole, so
-running it again is safe; a client should never see these as errors.
+answers "database is locked" when its busy timeout runs out; a pooled connection may turn out
+closed by the server. The transaction rolled back whole, so running it again is safe; a client
+should never see these as errors.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ RETRYABLE_PG = ("40P01", "40001")
 
 
 def retryable(error: DBAPIError) -> bool:
+    if error.connection_invalidated:  # the server closed it (restart, idle timeout): reconnect
+        return True
     code = getattr(error.orig, "sqlstate", None) or getattr(error.orig, "pgcode", None)
     return code in RETRYABLE_PG or "database is locked" in str(error.orig)
 

@@ -215,12 +215,25 @@ def _admit(
     return out
 
 
+_NO_BUDGET: dict[str, float] = {}
+"""Tenants seen without a budget, and when: most have none, and a submission need not ask the
+database again within `LIVE_MAX_AGE_S` (a budget set meanwhile applies a second later)."""
+
+
+def budget_changed(tenant: str) -> None:
+    _NO_BUDGET.pop(tenant, None)
+
+
 def _budget_left(plane: ControlPlane, tenant: str) -> int | None:
+    now = time.monotonic()
+    if now - _NO_BUDGET.get(tenant, -LIVE_MAX_AGE_S) < LIVE_MAX_AGE_S:
+        return None
     with plane.engine.connect() as conn:
         budget = conn.execute(
             select(db.tenants.c.budget_micro).where(db.tenants.c.id == tenant)
         ).scalar()
         if budget is None:
+            _NO_BUDGET[tenant] = now
             return None
         return int(budget) - spent_this_period(conn, tenant, time.time())
 
