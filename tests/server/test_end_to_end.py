@@ -118,3 +118,33 @@ def test_a_run_that_matches_its_quote_is_billed_exactly_the_quote(
     assert line["run_s"] == 45 * 60
     assert billed["cost"] == line["price"] > 0
     assert billed["quote_max"] == line["max_price"]
+
+
+def test_a_running_task_is_stopped_when_its_metered_cost_reaches_max_price(
+    service: LocalControlPlane,
+) -> None:
+    """`max_price` bounds what a task may cost: the quote's maximum must fit under it, and a run
+    that would go on past it (here: an agent that does not enforce the timeout) is stopped."""
+    admin = service.client()
+    provider = new_tenant(admin, "acme", "provider")
+    user = new_tenant(admin, "alice", "user")
+    agent = FakeAgent(service.url, provider, "flat", {"cpu": ("EPYC-7763", 64)},
+                      price_per_cu_hour=0.5, time_scale=0.001, heartbeat_s=0.2).start()
+    try:
+        client = service.client(user)
+        spec: dict[str, object] = {"run": "loop forever", "timeout": "1h",
+                                   "resources": {"cpus": 8}, "envs": {"FAKE_RUN_S": "36000"}}
+        limit = client.post("/api/v1/quote", json=spec).json()["max_price"]
+        spec["placement"] = {"max_price": limit}
+        task = client.post("/api/v1/tasks", json=spec)
+        assert task.status_code == 201, task.text
+        tid = task.json()["id"]
+        wait_until(lambda: client.get(f"/api/v1/tasks/{tid}").json()["state"] == "failed",
+                   timeout=60)
+        done = client.get(f"/api/v1/tasks/{tid}").json()
+    finally:
+        agent.stop()
+    assert done["reason"].startswith("stopped: metered cost reached max_price")
+    assert done["attempts"] == 1
+    # Billed once, for what ran: at least the limit, and at most a few heartbeats past it.
+    assert limit <= done["cost"] <= limit * 1.2
