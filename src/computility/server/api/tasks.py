@@ -32,6 +32,12 @@ router = APIRouter(prefix="/api/v1", tags=["tasks"])
 MAX_ID = 2**63 - 1
 TaskId = Annotated[int, Path(ge=1, le=MAX_ID)]
 
+SPEC_BODY = {"requestBody": {"required": True, "content": {
+    "application/json": {"schema": {"type": "object"}},
+    "application/yaml": {"schema": {"type": "string"}},
+}}}
+"""A task spec body, as JSON or as the contract's YAML (read by `_spec_body`, not by FastAPI)."""
+
 YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
 
 
@@ -63,9 +69,7 @@ async def _spec_body(request: Request) -> Any:
 
 
 @router.post("/tasks", status_code=201, response_model=TaskOut,
-             openapi_extra={"requestBody": {"content": {
-                 "application/json": {"schema": {"type": "object"}},
-                 "application/yaml": {"schema": {"type": "string"}}}, "required": True}})
+             openapi_extra=SPEC_BODY)
 async def submit_task(
     request: Request, who: Caller, plane: Plane,
     idempotency_key: Annotated[str | None, Header()] = None,
@@ -134,9 +138,7 @@ def explain_task(task_id: TaskId, who: Caller, plane: Plane) -> Explanation:
 
 
 @router.post("/quote", response_model=Quote,
-             openapi_extra={"requestBody": {"content": {
-                 "application/json": {"schema": {"type": "object"}},
-                 "application/yaml": {"schema": {"type": "string"}}}, "required": True}})
+             openapi_extra=SPEC_BODY)
 async def quote_task(request: Request, who: Caller, plane: Plane) -> Quote:
     body = await _spec_body(request)
     spec = store.parse_specs([body], None)[0]

@@ -23,7 +23,13 @@ from computility.server.db.engine import is_sqlite
 from computility.server.plane import ControlPlane
 from computility.server.problems import ApiError, invalid, not_found
 from computility.server.store.billing import bill
-from computility.server.store.sites import MAX_PRICE_STOP, _cpu_ids, _own_site
+from computility.server.store.sites import (
+    MAX_PRICE_STOP,
+    _cpu_ids,
+    _own_site,
+    free_units,
+    record_free,
+)
 from computility.wire.api import AttemptReport, Lease, ReportReply
 
 
@@ -35,18 +41,7 @@ def claim(
     now = time.time()
     ttl = plane.settings.lease_ttl_s
     with plane.write() as conn:
-        pools = {p["pool_id"]: p for p in conn.execute(
-            select(db.pools.c.pool_id, db.pools.c.device, db.pools.c.count)
-            .where(db.pools.c.site_id == site)).mappings()}
-        room: dict[str, int] = {}
-        cpu = _cpu_ids()
-        for name, amount in free.items():
-            pool = pools.get(name)
-            if pool is None:
-                raise invalid(f"free.{name}", f"a pool of this site ({', '.join(pools)})")
-            if amount < 0 or amount > pool["count"]:
-                raise invalid(f"free.{name}", f"between 0 and {pool['count']}, got {amount}")
-            room[name] = int(amount) if pool["device"] in cpu else round(amount * MILLI)
+        room = free_units(conn, site, free)
         reported = dict(room)
         query = (
             select(db.tasks.c.id, db.tasks.c.version, db.tasks.c.pool_id, db.tasks.c.units,
@@ -63,7 +58,7 @@ def claim(
                 room[t["pool_id"]] = left - int(t["units"])
                 chosen.append(t)
         if not chosen:
-            _set_free(conn, site, reported)
+            record_free(conn, site, reported)
             return []
         ids = [t["id"] for t in chosen]
         numbers = dict(conn.execute(
@@ -90,15 +85,8 @@ def claim(
             leases.append(Lease(attempt=attempt_id, token=token, task=t["id"], number=number,
                                 pool=t["pool_id"], units=int(t["units"]),
                                 expires_at=now + ttl, spec=t["spec"]))
-        _set_free(conn, site, reported)
+        record_free(conn, site, reported)
     return leases
-
-
-def _set_free(conn: Connection, site: str, units: dict[str, int]) -> None:
-    """Record the free units an agent reported (pools are locked last, by every writer)."""
-    for name, value in sorted(units.items()):
-        conn.execute(update(db.pools).where(db.pools.c.site_id == site,
-                                            db.pools.c.pool_id == name).values(free_units=value))
 
 
 def report(

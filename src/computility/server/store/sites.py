@@ -179,6 +179,7 @@ def heartbeat(plane: ControlPlane, who: Identity, beat: Heartbeat) -> HeartbeatR
             values["version"] = db.sites.c.version + 1  # back online: rebuild the live network
             plane.sites_changed()
         conn.execute(update(db.sites).where(db.sites.c.id == site_id).values(**values))
+        reported = free_units(conn, site_id, beat.free)
         unknown: list[int] = []
         cancel: list[int] = []
         if beat.running:
@@ -202,7 +203,7 @@ def heartbeat(plane: ControlPlane, who: Identity, beat: Heartbeat) -> HeartbeatR
                              .values(lease_expires_at=now + plane.settings.lease_ttl_s))
                 cancel = _to_stop(plane, conn, [held[i]["task_id"] for i in live_ids],
                                   {r.attempt: r.run_s for r in beat.running}, live_ids, now)
-        _set_free(conn, site_id, beat.free)  # pools last: the lock order of every writer
+        record_free(conn, site_id, reported)  # pools last: the lock order of every writer
     return HeartbeatReply(cancel=cancel, unknown=unknown, lease_ttl_s=plane.settings.lease_ttl_s,
                           heartbeat_s=plane.settings.heartbeat_s)
 
@@ -213,22 +214,28 @@ def _own_site(who: Identity) -> str:
     return who.site
 
 
-def _set_free(conn: Any, site_id: str, free: dict[str, float]) -> None:
-    if not free:
-        return
+def free_units(conn: Any, site_id: str, free: dict[str, float]) -> dict[str, int]:
+    """An agent's report of free devices per pool, checked, in scheduling units."""
     pools = {p["pool_id"]: p for p in conn.execute(
         select(db.pools.c.pool_id, db.pools.c.device, db.pools.c.count)
         .where(db.pools.c.site_id == site_id)).mappings()}
     cpu = _cpu_ids()
+    units: dict[str, int] = {}
     for name, amount in free.items():
         pool = pools.get(name)
         if pool is None:
             raise invalid(f"free.{name}", f"a pool of this site ({', '.join(pools)})")
         if amount < 0 or amount > pool["count"]:
             raise invalid(f"free.{name}", f"between 0 and {pool['count']}, got {amount}")
-        units = int(amount) if pool["device"] in cpu else round(amount * MILLI)
+        units[name] = int(amount) if pool["device"] in cpu else round(amount * MILLI)
+    return units
+
+
+def record_free(conn: Any, site_id: str, units: dict[str, int]) -> None:
+    """Store the free units an agent reported (pools are locked last, by every writer)."""
+    for name, value in sorted(units.items()):
         conn.execute(update(db.pools).where(db.pools.c.site_id == site_id,
-                                            db.pools.c.pool_id == name).values(free_units=units))
+                                            db.pools.c.pool_id == name).values(free_units=value))
 
 
 def _to_stop(
