@@ -14,7 +14,8 @@ from typing import Literal
 
 import pytest
 
-from computility.server.blobs import RETENTION_S, BadArchive, BlobStore, BlobTooLarge
+from computility.server.blobs import RETENTION_S, BlobStore
+from computility.wire.archives import BadArchive, BlobTooLarge
 
 
 def all_files(root: Path) -> list[Path]:

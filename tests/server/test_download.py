@@ -79,7 +79,7 @@ def test_a_tar_member_escaping_the_directory_is_refused(tmp_path: Path) -> None:
         tar.addfile(info, io.BytesIO(b"x"))
     store = BlobStore(tmp_path / "store")
     digest, _ = store.put([buf.getvalue()])
-    from computility.server.blobs import BadArchive
+    from computility.wire.archives import BadArchive
 
     with pytest.raises(BadArchive):
         store.unpack(digest, tmp_path / "dest")

@@ -20,7 +20,8 @@ def download_command(
                                              "(default: ./task-ID).")] = None,
 ) -> None:
     """Download a finished task's outputs and unpack them."""
-    from computility.server.blobs import BadArchive, BlobStore, BlobTooLarge
+    from computility.server.blobs import BlobStore
+    from computility.wire.archives import BadArchive, BlobTooLarge
 
     profile = load_profile()
     dest = out or Path(f"task-{task_id}")

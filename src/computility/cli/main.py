@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import typer
 from typer.exceptions import TyperException
 
+from computility.cli.agent import agent_command
 from computility.cli.download import download_command
 from computility.cli.network import network_app
 from computility.cli.sim import sim_command
@@ -31,6 +32,7 @@ app.command("sim")(sim_command)
 app.add_typer(network_app, name="network")
 app.command("up")(up_command)
 app.command("download")(download_command)
+app.command("agent")(agent_command)
 app.add_typer(db_app, name="db")
 
 

@@ -12,8 +12,10 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
+import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -58,7 +60,7 @@ def up_command(
     """Run the control plane in the foreground until SIGINT/SIGTERM."""
     import uvicorn
 
-    from computility.server.app import create_app
+    from computility.server.app import begin_shutdown, create_app, local_provider_key
     from computility.server.settings import from_environment
 
     if not 0 < port < 65536:
@@ -75,10 +77,63 @@ def up_command(
             print(f"computility: admin key written to {written}", file=sys.stderr)
         else:
             print(f"computility: admin key (shown once): {key}", file=sys.stderr)
-    # The local agent arrives with the agent issue; until then the service runs without one.
-    _ = no_local_site
     print(f"computility: serving {url}", file=sys.stderr)
-    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5)
+    class Server(uvicorn.Server):  # type: ignore[misc]
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            begin_shutdown(app)
+            super().handle_exit(sig, frame)
+
+    server = Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
+                                   timeout_graceful_shutdown=5))
+    local = None if no_local_site else LocalSite(url, local_provider_key(
+        app.state.plane), server)
+    if local is not None:
+        local.start()
+    try:
+        server.run()
+    finally:
+        if local is not None:
+            local.stop()
+
+
+class LocalSite:
+    """The agent `up` runs for this machine: one site, the local backend, in this process.
+
+    It starts once the service answers and stops (cancelling and reporting its tasks) when the
+    service is asked to stop, before the service goes away.
+    """
+
+    def __init__(self, url: str, key: str, server: Any) -> None:
+        self.url, self.key, self.server = url, key, server
+        self.agent: Any = None
+        self._thread = threading.Thread(target=self._run, name="local-site", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        from computility.agent.config import AgentConfig
+        from computility.agent.runner import Overrides, build_sites
+
+        while not self.server.started:
+            if self.server.should_exit:
+                return
+            time.sleep(0.05)
+        site = os.environ.get("COMPUTILITY_LOCAL_SITE") or None
+        region = os.environ.get("COMPUTILITY_LOCAL_REGION") or None
+        try:
+            (agent,) = build_sites(self.url, self.key, AgentConfig(),
+                                   Overrides(site=site, region=region))
+            self.agent = agent.start()
+        except Exception as e:  # the service stays up without its local site
+            logging.getLogger("computility.up").error("local site not started: %s", e)
+            return
+        print(f"computility: local site '{agent.site.id}' joined", file=sys.stderr)
+
+    def stop(self) -> None:
+        self._thread.join(timeout=30)
+        if self.agent is not None:
+            self.agent.stop(cancel_tasks=True)
 
 
 @db_app.command("upgrade")

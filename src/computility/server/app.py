@@ -19,13 +19,12 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
-from sqlalchemy import Engine, func, insert, select
+from sqlalchemy import Engine, func, insert, select, update
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from computility.server.api import admin, agent, sites, tasks
 from computility.server.auth import new_key
-from computility.server.blobs import BlobTooLarge
 from computility.server.db import schema as db
 from computility.server.db.engine import make_engine, sqlite_url, upgrade
 from computility.server.plane import ControlPlane
@@ -33,6 +32,7 @@ from computility.server.problems import ApiError
 from computility.server.scheduling import SchedulingLoop
 from computility.server.settings import Settings, default_replica
 from computility.server.store.attempts import grace_after_restart
+from computility.wire.archives import BlobTooLarge
 
 log = logging.getLogger("computility.server")
 API_VERSION = "v1"
@@ -62,6 +62,37 @@ def bootstrap(plane: ControlPlane) -> str | None:
         key_id, key, secret_hash = new_key()
         conn.execute(insert(db.api_keys).values(
             id=key_id, user_id=user_id, tenant_id="default", role="operator",
+            secret_sha256=secret_hash, created_at=now))
+    return key
+
+
+def begin_shutdown(app: FastAPI) -> None:
+    """Answer open long polls now (empty), so that a graceful stop need not cut them off."""
+    app.state.closing = True
+    if app.state.wake_leases is not None:
+        app.state.wake_leases()
+
+
+def local_provider_key(plane: ControlPlane) -> str:
+    """A fresh provider key of tenant ``default`` for the site `computility up` runs here.
+
+    Made on every start (the earlier one is revoked), so the local agent never depends on a key
+    that was shown once and is kept nowhere.
+    """
+    with plane.write() as conn:
+        now = time.time()
+        user_id = conn.execute(select(db.users.c.id).where(
+            db.users.c.tenant_id == "default", db.users.c.name == "local-site")).scalar()
+        if user_id is None:
+            user_id = conn.execute(insert(db.users).returning(db.users.c.id).values(
+                tenant_id="default", name="local-site", role="provider",
+                created_at=now)).scalar_one()
+        conn.execute(update(db.api_keys).where(db.api_keys.c.user_id == user_id,
+                                               db.api_keys.c.revoked_at.is_(None))
+                     .values(revoked_at=now))
+        key_id, key, secret_hash = new_key()
+        conn.execute(insert(db.api_keys).values(
+            id=key_id, user_id=user_id, tenant_id="default", role="provider",
             secret_sha256=secret_hash, created_at=now))
     return key
 
@@ -213,6 +244,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
             aio.call_soon_threadsafe(wake.set)
 
         plane.on_placed.append(wake_leases)
+        app.state.wake_leases = wake_leases
         grace_after_restart(plane, time.time())
         loop = SchedulingLoop(plane) if settings.run_loop else None
         app.state.loop = loop
@@ -230,6 +262,8 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     app.state.plane = plane
     app.state.first_key = first_key
     app.state.loop = None
+    app.state.closing = False
+    app.state.wake_leases = None
     install_errors(app)
     for router in (tasks.router, sites.router, agent.router, admin.router):
         app.include_router(router)

@@ -28,21 +28,16 @@ there also protects a blob just uploaded for a task that is not recorded yet.
 from __future__ import annotations
 
 import contextlib
-import gzip
 import hashlib
-import io
-import lzma
 import os
-import posixpath
 import re
-import stat
-import tarfile
 import tempfile
 import time
-import zlib
 from collections.abc import AsyncIterable, Iterable
 from pathlib import Path
 from typing import IO
+
+from computility.wire.archives import BadArchive, BlobTooLarge, extract, pack
 
 RETENTION_S = 7 * 24 * 3600
 """Seconds a blob is kept after the last task that references it reached a terminal state."""
@@ -53,26 +48,6 @@ _DIGEST = re.compile(r"[0-9a-f]{64}")
 _CHUNK = 1 << 20
 # Temporary files are left by crashed uploads only; a live upload touches its file on every chunk.
 _STALE_TEMP_S = 3600.0
-# What a corrupt or truncated compressed stream raises besides `tarfile.TarError`.
-_ARCHIVE_ERRORS: tuple[type[BaseException], ...] = (
-    tarfile.TarError,
-    EOFError,
-    zlib.error,
-    gzip.BadGzipFile,
-    lzma.LZMAError,
-)
-
-
-class BlobTooLarge(Exception):
-    """An upload, or an archive's unpacked contents, exceeds the store's limit of `limit` bytes."""
-
-    def __init__(self, limit: int) -> None:
-        super().__init__(f"blob exceeds the limit of {limit} bytes")
-        self.limit = limit
-
-
-class BadArchive(Exception):
-    """A blob is not a tar archive, or it has a member that may not be extracted."""
 
 
 class _Upload:
@@ -180,72 +155,16 @@ class BlobStore:
     # -- archives ---------------------------------------------------------------------------
 
     def unpack(self, digest: str, dest: Path) -> list[str]:
-        """Extract the blob, a tar archive of any compression, into ``dest``; return member names.
-
-        Raises `BadArchive` when the blob is not a tar archive or any member is unsafe, and
-        `BlobTooLarge` when the members add up to more than ``limit_bytes``; in both cases
-        nothing is written.
-        """
+        """Extract the blob, a tar archive of any compression, into ``dest``; see `extract`."""
         source = self.path(digest)
         if not source.is_file():
             raise FileNotFoundError(f"no blob {digest}")
-        dest = Path(dest)
         try:
-            with tarfile.open(source, mode="r:*") as archive:
-                members = archive.getmembers()
-                total = sum(member.size for member in members if member.isreg())
-                if total > self.limit_bytes:
-                    raise BlobTooLarge(self.limit_bytes)
-                _check_members(members, dest)
-                dest.mkdir(parents=True, exist_ok=True)
-                archive.extractall(dest, members=members, filter="data")
-        except _ARCHIVE_ERRORS as error:
+            return extract(source, Path(dest), self.limit_bytes)
+        except BadArchive as error:
             raise BadArchive(f"blob {digest}: {error}") from error
-        return [member.name for member in members]
 
-    @staticmethod
-    def pack(directory: Path) -> bytes:
-        """A deterministic gzip tar of the contents of ``directory``, for uploading a workdir.
-
-        Member names are relative to ``directory`` and sorted; owners, times and the gzip header
-        are zeroed and modes normalised (0o755 for directories and executables, else 0o644), so
-        the same tree packs to the same bytes and hence the same digest. Symbolic links are kept
-        as links (unpacking rejects those that lead outside); sockets, FIFOs and devices are
-        skipped.
-        """
-        directory = Path(directory)
-        if not directory.is_dir():
-            raise NotADirectoryError(f"not a directory: {directory}")
-        paths: list[tuple[str, Path]] = []
-        for here, dirnames, filenames in os.walk(directory):
-            for name in (*dirnames, *filenames):
-                full = Path(here) / name
-                paths.append((full.relative_to(directory).as_posix(), full))
-        paths.sort()
-
-        buffer = io.BytesIO()
-        with (
-            gzip.GzipFile(filename="", mode="wb", fileobj=buffer, mtime=0) as compressed,
-            tarfile.open(fileobj=compressed, mode="w", format=tarfile.PAX_FORMAT) as archive,
-        ):
-            for arcname, full in paths:
-                mode = full.lstat().st_mode
-                if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode) or stat.S_ISLNK(mode)):
-                    continue
-                info = archive.gettarinfo(str(full), arcname=arcname)
-                info.uid = info.gid = 0
-                info.uname = info.gname = ""
-                info.mtime = 0
-                if info.isdir() or (info.isreg() and mode & stat.S_IXUSR):
-                    info.mode = 0o755
-                else:
-                    info.mode = 0o644
-                if info.isreg():
-                    with full.open("rb") as handle:
-                        archive.addfile(info, handle)
-                else:
-                    archive.addfile(info)
-        return buffer.getvalue()
+    pack = staticmethod(pack)
 
     # -- retention --------------------------------------------------------------------------
 
@@ -292,40 +211,6 @@ class BlobStore:
                     digest = fan.name + blob.name
                     if _DIGEST.fullmatch(digest) is not None:
                         yield digest
-
-
-def _check_members(members: list[tarfile.TarInfo], dest: Path) -> None:
-    """Reject the archive if any member is unsafe, before anything is extracted.
-
-    Runs `tarfile.data_filter` on every member up front (extraction runs it again, against the
-    files as they then are), plus lexical checks that need no file system: absolute names, names
-    or link targets that climb out of ``dest``, and members whose path goes through a link.
-    """
-    links: set[str] = set()
-    for member in members:
-        name = member.name
-        if name.startswith(("/", "\\")) or posixpath.isabs(name) or os.path.isabs(name):
-            raise BadArchive(f"member {name!r} has an absolute path")
-        normal = posixpath.normpath(name)
-        if normal == ".." or normal.startswith("../"):
-            raise BadArchive(f"member {name!r} would be extracted outside the destination")
-        parts = normal.split("/")
-        for depth in range(1, len(parts)):
-            if "/".join(parts[:depth]) in links:
-                raise BadArchive(f"member {name!r} would be written through a link")
-        if member.issym() or member.islnk():
-            if member.issym():
-                target = posixpath.join(posixpath.dirname(normal), member.linkname)
-            else:
-                target = member.linkname
-            target = posixpath.normpath(target)
-            if posixpath.isabs(target) or target == ".." or target.startswith("../"):
-                raise BadArchive(
-                    f"member {name!r} links to {member.linkname!r}, outside the destination"
-                )
-            if member.issym():
-                links.add(normal)
-        tarfile.data_filter(member, str(dest))
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -26,7 +26,7 @@ from typing import Any
 import httpx
 import uvicorn
 
-from computility.server.app import create_app
+from computility.server.app import begin_shutdown, create_app
 from computility.server.settings import Settings
 from computility.wire.spec import task_spec_from_mapping
 
@@ -63,6 +63,7 @@ class LocalControlPlane:
         return self
 
     def stop(self) -> None:
+        begin_shutdown(self.app)
         self.server.should_exit = True
         self._thread.join(timeout=30)
         self.app.state.plane.engine.dispose()

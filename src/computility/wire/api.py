@@ -122,6 +122,7 @@ class AttemptOut(Reply):
     exit_code: int | None
     run_s: float | None
     reason: str | None
+    usage: dict[str, Any] | None = None
 
 
 # --- sites and agents --------------------------------------------------------------------------
@@ -213,6 +214,20 @@ class Leases(Reply):
     ttl_s: float
 
 
+class AttemptUsage(Request):
+    """What the site measured of one attempt; a field is absent where its backend cannot tell."""
+
+    wall_s: float | None = Field(default=None, ge=0, le=1e9, allow_inf_nan=False)
+    cpu_s: float | None = Field(default=None, ge=0, le=1e12, allow_inf_nan=False)
+    max_rss_bytes: int | None = Field(default=None, ge=0, le=2**62)
+    device_s: float | None = Field(default=None, ge=0, le=1e12, allow_inf_nan=False)
+    energy_j: float | None = Field(default=None, ge=0, le=1e15, allow_inf_nan=False)
+    staged_bytes: int | None = Field(default=None, ge=0, le=2**62)
+    stage_s: float | None = Field(default=None, ge=0, le=1e9, allow_inf_nan=False)
+    timed_out: bool = False
+    out_of_memory: bool = False
+
+
 class AttemptReport(Request):
     token: int = Field(ge=0, le=MAX_ID)
     state: Literal["running", "exited", "failed_to_start"]
@@ -221,6 +236,7 @@ class AttemptReport(Request):
     run_s: float | None = Field(default=None, ge=0, le=1e9, allow_inf_nan=False)
     gb_moved: float = Field(default=0.0, ge=0, le=1e9, allow_inf_nan=False)
     reason: str | None = Field(default=None, max_length=2000)
+    usage: AttemptUsage | None = None
 
 
 class ReportReply(Reply):

@@ -8,7 +8,6 @@ time is up. It is async so that hundreds of waiting agents hold no threads.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from typing import Annotated
 
@@ -46,15 +45,22 @@ def heartbeat(body: Heartbeat, who: Caller, plane: Plane) -> HeartbeatReply:
 async def lease(body: LeaseRequest, who: Caller, plane: Plane, request: Request) -> Leases:
     deadline = time.monotonic() + min(body.wait_s, plane.settings.long_poll_max_s)
     wake: asyncio.Event = request.app.state.lease_wake
+    asked = time.time()
     while True:
         got = await run_in_threadpool(retrying, attempts.claim, plane, who, body.free,
-                                      body.max_tasks)
+                                      body.max_tasks, asked)
         left = deadline - time.monotonic()
-        if got or left <= 0 or await request.is_disconnected():
+        if got or left <= 0 or request.app.state.closing or await request.is_disconnected():
             return Leases(leases=got, ttl_s=plane.settings.lease_ttl_s)
         wake.clear()
-        with contextlib.suppress(TimeoutError):
+        try:
             await asyncio.wait_for(wake.wait(), timeout=min(POLL_S, left))
+        except TimeoutError:
+            pass
+        except asyncio.CancelledError:
+            # The service is shutting down with this poll open: end it quietly (the agent
+            # retries against the next instance), not as an application error.
+            return Leases(leases=[], ttl_s=plane.settings.lease_ttl_s)
 
 
 @router.post("/attempts/{attempt_id}/report", response_model=ReportReply)

@@ -127,7 +127,8 @@ def task_attempts(task_id: TaskId, who: Caller, plane: Plane) -> list[AttemptOut
         AttemptOut(id=a["id"], task=a["task_id"], number=a["number"], site=a["site_id"],
                    pool=a["pool_id"], state=a["state"], leased_at=a["leased_at"],
                    started_at=a["started_at"], ended_at=a["ended_at"],
-                   exit_code=a["exit_code"], run_s=a["run_s"], reason=a["reason"])
+                   exit_code=a["exit_code"], run_s=a["run_s"], reason=a["reason"],
+                   usage=a["usage"])
         for a in list_for_task(plane, task_id)
     ]
 

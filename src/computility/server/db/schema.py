@@ -178,6 +178,9 @@ attempts = Table(
     Column("gb_moved", Float, nullable=False, default=0.0),
     Column("reason", Text, nullable=True),
     Column("duplicates", Integer, nullable=False, default=0),
+    # What the agent measured: wall/CPU/device seconds, peak memory, energy, staging; see
+    # `computility.wire.api.AttemptUsage`.
+    Column("usage", JSON, nullable=True),
     UniqueConstraint("task_id", "number", name="uq_attempts_task_number"),
 )
 Index("ix_attempts_state_expiry", attempts.c.state, attempts.c.lease_expires_at)

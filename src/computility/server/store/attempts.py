@@ -34,14 +34,22 @@ from computility.wire.api import AttemptReport, Lease, ReportReply
 
 
 def claim(
-    plane: ControlPlane, who: Identity, free: dict[str, float], max_tasks: int
+    plane: ControlPlane, who: Identity, free: dict[str, float], max_tasks: int,
+    since: float | None = None,
 ) -> list[Lease]:
-    """Lease queued tasks of the agent's site that fit the capacity it reports free now."""
+    """Lease queued tasks of the agent's site that fit the capacity it reports free now.
+
+    `since` is when the agent reported `free` (the start of a long poll): what its attempts
+    leased before then released since (reported ended here, or given up) is free again, so a
+    poll that waits does not hold on to the capacity the agent saw when it asked.
+    """
     site = _own_site(who)
     now = time.time()
     ttl = plane.settings.lease_ttl_s
     with plane.write() as conn:
         room = free_units(conn, site, free)
+        if since is not None:
+            _add_released(conn, site, since, room)
         reported = dict(room)
         query = (
             select(db.tasks.c.id, db.tasks.c.version, db.tasks.c.pool_id, db.tasks.c.units,
@@ -87,6 +95,22 @@ def claim(
                                 expires_at=now + ttl, spec=t["spec"]))
         record_free(conn, site, reported)
     return leases
+
+
+def _add_released(conn: Connection, site: str, since: float, room: dict[str, int]) -> None:
+    released = conn.execute(
+        select(db.attempts.c.pool_id, func.sum(db.attempts.c.units))
+        .where(db.attempts.c.site_id == site, db.attempts.c.ended_at >= since,
+               db.attempts.c.leased_at < since)
+        .group_by(db.attempts.c.pool_id)).all()
+    if not released:
+        return
+    capacity = {p: int(n) * (1 if d in _cpu_ids() else MILLI) for p, d, n in conn.execute(
+        select(db.pools.c.pool_id, db.pools.c.device, db.pools.c.count)
+        .where(db.pools.c.site_id == site)).all()}
+    for pool, units in released:
+        if pool in room:
+            room[pool] = min(capacity.get(pool, 0), room[pool] + int(units or 0))
 
 
 def report(
@@ -187,7 +211,8 @@ def _exited(
         states.SUCCEEDED if ok else states.FAILED)
     _set_attempt(conn, a, attempt_state, ended_at=now, exit_code=exit_code, signal=body.signal,
                  run_s=run_s, gb_moved=body.gb_moved, started_at=started,
-                 reason=body.reason)
+                 reason=body.reason,
+                 usage=body.usage.model_dump(exclude_none=True) if body.usage else None)
     billed = dict(a)
     billed.update(started_at=started, gb_moved=body.gb_moved)
     bill(plane, conn, billed, task, run_s, now)
@@ -206,7 +231,7 @@ def _exited(
                              f"{failures} of {task['retries']}")
         else:
             _set_task(conn, task, states.FAILED, now, user_failures=failures,
-                      reason=f"exited {exit_code}", **done)
+                      reason=body.reason or f"exited {exit_code}", **done)
     # Pools last (the lock order of every writer). Its devices are free again: counted at once,
     # not only at the next heartbeat.
     pool = conn.execute(select(db.pools.c.free_units, db.pools.c.count, db.pools.c.device).where(

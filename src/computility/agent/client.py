@@ -1,0 +1,77 @@
+"""The agent's HTTP client: every call retried through a control-plane outage.
+
+A site must survive the service restarting: connection errors and 5xx answers are retried with
+exponential backoff (0.2 s doubling to 5 s, ±50 % jitter) until they succeed or the agent stops;
+4xx answers are returned to the caller, who decides (a 409 on a report means the work is stale).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import threading
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+FIRST_BACKOFF_S = 0.2
+MAX_BACKOFF_S = 5.0
+
+
+class Stopping(Exception):
+    """The agent is stopping; the call was given up."""
+
+
+class AgentClient:
+    def __init__(self, server: str, key: str, stop: threading.Event, timeout_s: float = 60.0):
+        self.server = server.rstrip("/")
+        self.stop = stop
+        self._http = httpx.Client(base_url=self.server, timeout=timeout_s,
+                                  headers={"Authorization": f"Bearer {key}"})
+
+    def set_key(self, key: str) -> None:
+        self._http.headers["Authorization"] = f"Bearer {key}"
+
+    def call(self, method: str, path: str, *, retry: bool = True, **kwargs: Any) -> httpx.Response:
+        backoff = FIRST_BACKOFF_S
+        while True:
+            try:
+                response = self._http.request(method, path, **kwargs)
+                if response.status_code < 500 or not retry:
+                    return response
+            except httpx.TransportError:
+                if self.stop.is_set():
+                    raise Stopping(f"{method} {path}: the agent is stopping") from None
+                if not retry:
+                    raise
+            except RuntimeError:  # the client was closed under a call: the agent is stopping
+                raise Stopping(f"{method} {path}: the agent is stopping") from None
+            if self.stop.is_set():
+                raise Stopping(f"{method} {path}: the agent is stopping")
+            self.stop.wait(backoff * random.uniform(0.5, 1.5))
+            backoff = min(backoff * 2, MAX_BACKOFF_S)
+
+    def download(self, path: str, dest: Path) -> tuple[int, str, int]:
+        """GET `path` into the file `dest` (retried whole); (status, SHA-256 hex, size)."""
+        backoff = FIRST_BACKOFF_S
+        while True:
+            try:
+                with self._http.stream("GET", path) as response, dest.open("wb") as out:
+                    digest, size = hashlib.sha256(), 0
+                    if response.status_code < 500:
+                        if response.status_code == 200:
+                            for chunk in response.iter_bytes(1 << 20):
+                                digest.update(chunk)
+                                size += len(chunk)
+                                out.write(chunk)
+                        return response.status_code, digest.hexdigest(), size
+            except httpx.TransportError:
+                pass
+            if self.stop.is_set():
+                raise Stopping(f"GET {path}: the agent is stopping")
+            self.stop.wait(backoff * random.uniform(0.5, 1.5))
+            backoff = min(backoff * 2, MAX_BACKOFF_S)
+
+    def close(self) -> None:
+        self._http.close()

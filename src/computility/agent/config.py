@@ -1,0 +1,151 @@
+"""The site config (``--config site.yaml``): one or more sites an agent runs, and how.
+
+```yaml
+backend: local                 # local | slurm | ray | kubernetes (each site may override)
+backend_options: {}            # passed to the backend (e.g. ray: {address: http://head:8265})
+tasks_root: /tmp/computility-tasks   # run directories; outside the agent's data directory
+run_as: nobody                 # the user local tasks run as when the agent runs as root
+sites:
+  - id: lab-gpu
+    region: ZJK                # a region of the network
+    pue: 1.2
+    electricity_price_per_kwh: 0.45
+    carbon_kg_per_kwh: 0.6
+    tenants: [physics]         # who may use it (default: every tenant)
+    emulated: false            # true: virtual capacity (several sites on one machine)
+    pools:
+      - {id: cpu, device: XEON-8380, count: 64, price_per_cu_hour: 0.4}
+      - {id: a100, device: A100-80GB, count: 8, devices_per_node: 8,
+         price_per_cu_hour: 0.6, devices: ["0", "1", "2", "3", "4", "5", "6", "7"]}
+```
+
+A pool without ``count`` takes what the backend finds (the machine's cores and GPUs; Slurm's
+nodes). An emulated site declares virtual capacity: its tasks are not pinned to cores (there may
+be more declared than exist) and its GPU ids are handed out as declared, so the demo network's
+sites are real processes without real hardware behind each. Errors name the file, line and field.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from computility.domain.errors import BadInput
+
+SLUG = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+BackendName = Literal["local", "slurm", "ray", "kubernetes"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PoolConfig(_Strict):
+    id: str = Field(pattern=SLUG)
+    device: str = Field(min_length=1, max_length=64)
+    count: int | None = Field(default=None, ge=1, le=10_000_000)
+    devices_per_node: int = Field(default=1, ge=1)
+    price_per_cu_hour: float = Field(default=0.5, ge=0, le=1e6, allow_inf_nan=False)
+    devices: tuple[str, ...] | None = None  # ids for CUDA_VISIBLE_DEVICES, one per device
+
+    @model_validator(mode="after")
+    def _ids_match_count(self) -> PoolConfig:
+        if self.devices is not None and self.count is not None and len(self.devices) != self.count:
+            raise ValueError(f"devices: {self.count} ids (one per device), got "
+                             f"{len(self.devices)}")
+        return self
+
+
+class SiteConfig(_Strict):
+    id: str = Field(pattern=SLUG)
+    region: str = Field(min_length=1, max_length=64)
+    lat: float | None = Field(default=None, ge=-90, le=90)
+    lon: float | None = Field(default=None, ge=-180, le=180)
+    pue: float = Field(default=1.3, ge=1.0, le=5.0)
+    electricity_price_per_kwh: float | None = Field(default=None, ge=0, le=1e3)
+    carbon_kg_per_kwh: float | None = Field(default=None, ge=0, le=5)
+    tenants: tuple[str, ...] | None = None
+    emulated: bool = False
+    backend: BackendName | None = None
+    backend_options: dict[str, Any] | None = None
+    pools: tuple[PoolConfig, ...] = ()
+
+
+class AgentConfig(_Strict):
+    backend: BackendName = "local"
+    backend_options: dict[str, Any] = Field(default_factory=dict)
+    tasks_root: Path | None = None
+    run_as: str = "nobody"
+    sites: tuple[SiteConfig, ...] = Field(default=(), max_length=256)
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> AgentConfig:
+        seen: set[str] = set()
+        for site in self.sites:
+            if site.id in seen:
+                raise ValueError(f"sites: site ids used once each, got '{site.id}' twice")
+            seen.add(site.id)
+            pools = [p.id for p in site.pools]
+            if len(set(pools)) != len(pools):
+                raise ValueError(f"sites: pool ids used once per site, site '{site.id}' repeats "
+                                 "one")
+        return self
+
+
+def load_config(path: Path) -> AgentConfig:
+    """Read and check a site config; `BadInput` names ``PATH:LINE`` and the field."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise BadInput(f"{path}: cannot read the site config: {e.strerror}") from None
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f":{mark.line + 1}" if mark is not None else ""
+        raise BadInput(f"{path}{at}: not valid YAML: {getattr(e, 'problem', e)}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise BadInput(f"{path}:1: expected a mapping of config fields, got {type(data).__name__}")
+    try:
+        return AgentConfig.model_validate(data)
+    except ValidationError as e:
+        raise BadInput(_located(path, root, e)) from None
+
+
+def _located(path: Path, root: yaml.Node | None, error: ValidationError) -> str:
+    first = error.errors()[0]
+    loc = tuple(first["loc"])
+    message = str(first["msg"]).removeprefix("Value error, ")
+    lines: dict[tuple[Any, ...], int] = {}
+
+    def walk(node: yaml.Node, at: tuple[Any, ...]) -> None:
+        lines[at] = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                walk(value, (*at, str(key.value)))
+                lines[(*at, str(key.value))] = key.start_mark.line + 1
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                walk(item, (*at, i))
+
+    if root is not None:
+        walk(root, ())
+    line = next((lines[loc[:cut]] for cut in range(len(loc), -1, -1) if loc[:cut] in lines), 1)
+    field = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
+    got = first.get("input")
+    shown = "" if isinstance(got, dict | list) else f", got {got!r}"
+    if first["type"] == "missing":
+        return f"{path}:{line}: field {field}: required{shown if got else ''}"
+    return f"{path}:{line}: field {field or 'config'}: {_expected(message)}{shown}"
+
+
+def _expected(message: str) -> str:
+    message = re.sub(r"^Input should be ", "expected ", message)
+    return message if message.startswith("expected") else f"expected {message}"

@@ -1,0 +1,146 @@
+"""Backends for the contract suite: each one that can run on this machine, for real.
+
+The local backend always runs. Slurm needs a running cluster (``scripts/ensure-slurm.sh`` starts a
+single-node one on 127.0.0.1), Ray a running head (``scripts/ensure-ray.sh``); without them their
+cases skip with the reason (and under CI=true a skip fails the run).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from computility.agent.backends import Backend, make_backend
+from computility.agent.backends.base import Allocation, TaskRun
+from computility.agent.rundir import make_rundir
+
+
+def _slurm_ready() -> str | None:
+    if shutil.which("sbatch") is None:
+        return "Slurm is not installed (scripts/ensure-slurm.sh installs and starts it)"
+    probe = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True,
+                           timeout=20, check=False)
+    if probe.returncode != 0 or not probe.stdout.strip():
+        return f"no Slurm cluster answers sinfo: {probe.stderr.strip()[:200]}"
+    return None
+
+
+def _ray_ready() -> str | None:
+    import httpx
+
+    address = os.environ.get("COMPUTILITY_RAY_ADDRESS", "http://127.0.0.1:8265")
+    try:
+        httpx.get(f"{address}/api/version", timeout=5).raise_for_status()
+    except httpx.HTTPError as e:
+        return f"no Ray head answers at {address} (scripts/ensure-ray.sh starts one): {e}"
+    return None
+
+
+READY: dict[str, Callable[[], str | None]] = {
+    "local": lambda: None,
+    "slurm": _slurm_ready,
+    "ray": _ray_ready,
+}
+
+
+@pytest.fixture(params=sorted(READY))
+def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
+    name: str = request.param
+    why = READY[name]()
+    if why is not None:
+        pytest.skip(why)
+    b = make_backend(name, {})
+    try:
+        yield b
+    finally:
+        b.close()
+
+
+@pytest.fixture
+def tasks_root() -> Iterator[Path]:
+    """Run directories on a path every backend's workers can reach (Slurm's node is this host)."""
+    root = Path(os.environ.get("COMPUTILITY_TEST_TASKS_ROOT", "/tmp/computility-contract"))
+    root.mkdir(parents=True, exist_ok=True)
+    yield root
+
+
+_counter = iter(range(1, 10**9))
+
+
+@pytest.fixture
+def new_run(tasks_root: Path) -> Callable[..., TaskRun]:
+    def make(run: str, *, setup: str | None = None, envs: dict[str, str] | None = None,
+             timeout_s: float = 120.0, cpus: int = 1, memory_bytes: int | None = None,
+             files: dict[str, str] | None = None) -> TaskRun:
+        n = next(_counter)
+        key = f"c{os.getpid()}-{n}"
+        rundir, workdir = make_rundir(tasks_root, "contract", key, run, setup, None)
+        for name, text in (files or {}).items():
+            (workdir / name).write_text(text, encoding="utf-8")
+        base = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(workdir)}
+        return TaskRun(key=key, attempt=n, task=n, rundir=rundir, workdir=workdir,
+                       envs={**base, **(envs or {})},
+                       allocation=Allocation(cpus=cpus, memory_bytes=memory_bytes),
+                       timeout_s=timeout_s, name=f"contract-{n}")
+    return make
+
+
+# --- a control plane and local sites for the agent's end-to-end tests ---------------------------
+
+from computility.agent.allocation import Pools, resolve_pools  # noqa: E402
+from computility.agent.config import SiteConfig  # noqa: E402
+from computility.agent.hardware import detect  # noqa: E402
+from computility.agent.runner import task_user  # noqa: E402
+from computility.agent.site import SiteAgent  # noqa: E402
+from computility.testing.controlplane import (  # noqa: E402
+    LocalControlPlane,
+    local_control_plane,
+    new_tenant,
+)
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> Iterator[LocalControlPlane]:
+    with local_control_plane(tmp_path / "data", None, cycle_s=0.1) as server:
+        yield server
+
+
+@pytest.fixture
+def provider_key(service: LocalControlPlane) -> str:
+    with service.client() as admin:
+        return new_tenant(admin, "lab", role="provider")
+
+
+@pytest.fixture
+def user(service: LocalControlPlane) -> Iterator[object]:
+    with service.client() as admin:
+        key = new_tenant(admin, "users", role="user")
+    with service.client(key) as client:
+        yield client
+
+
+@pytest.fixture
+def start_site(service: LocalControlPlane, provider_key: str, tmp_path: Path,
+               tasks_root: Path) -> Iterator[Callable[..., SiteAgent]]:
+    started: list[SiteAgent] = []
+
+    def start(site_id: str = "lab-1", backend: str = "local", **site: object) -> SiteAgent:
+        config = SiteConfig.model_validate({"id": site_id, "region": "ZJK", **site})
+        owner, name = task_user("nobody")
+        options: dict[str, object] = {"run_as": owner} if backend == "local" and owner else {}
+        agent = SiteAgent(
+            server=service.url, provider_key=provider_key, site=config,
+            pools=Pools(resolve_pools(config, detect())), backend=make_backend(backend, options),
+            state_dir=tmp_path / "agent" / site_id, tasks_root=tasks_root,
+            run_as=owner if backend == "local" else None, user=name).start()
+        started.append(agent)
+        return agent
+
+    yield start
+    for agent in started:
+        agent.stop(cancel_tasks=True, wait_s=5)
