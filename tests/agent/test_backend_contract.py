@@ -11,11 +11,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-import psutil
 import pytest
 
 from computility.agent.backends import Backend, make_backend
 from computility.agent.backends.base import Status, TaskRun
+from computility.testing.processes import processes_with
 
 NewRun = Callable[..., TaskRun]
 
@@ -37,17 +37,6 @@ def wait_running(backend: Backend, handle: str, run: TaskRun, marker: str) -> No
         assert not status.done, f"ended before it ran: {status}"
         assert time.monotonic() < deadline, "never started"
         time.sleep(0.1)
-
-
-def processes_with(marker: str) -> list[psutil.Process]:
-    found = []
-    for p in psutil.process_iter(["cmdline"]):
-        try:
-            if any(marker in part for part in (p.info["cmdline"] or [])):
-                found.append(p)
-        except psutil.Error:
-            continue
-    return found
 
 
 def test_a_task_that_succeeds_reports_exit_zero_and_its_output(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import tarfile
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -15,23 +16,11 @@ import httpx
 
 from computility.agent.site import SiteAgent
 from computility.testing.controlplane import LocalControlPlane, wait_until
+from computility.testing.processes import processes_with
+from computility.testing.tasks import finished, submit
 from computility.wire.archives import pack
 
 StartSite = Callable[..., SiteAgent]
-
-
-def finished(user: httpx.Client, ids: list[int], timeout: float = 60) -> list[dict[str, Any]]:
-    def done() -> bool:
-        return all(user.get(f"/api/v1/tasks/{i}").json()["state"] in
-                   ("succeeded", "failed", "cancelled", "lost") for i in ids)
-    wait_until(done, timeout=timeout)
-    return [user.get(f"/api/v1/tasks/{i}").json() for i in ids]
-
-
-def submit(user: httpx.Client, **spec: Any) -> int:
-    r = user.post("/api/v1/tasks", json={"timeout": "5m", **spec})
-    assert r.status_code == 201, r.text
-    return int(r.json()["id"])
 
 
 def test_tasks_run_and_their_output_outputs_and_usage_come_back(
@@ -97,3 +86,22 @@ def test_bills_match_the_ledger(
     billed = sum(t["cost"] for t in tasks)
     assert usage["attempts"] == 4
     assert abs(usage["total"] - billed) < 1e-6 and usage["total"] > 0
+
+
+def test_cancel_stops_the_whole_process_tree_within_two_seconds(
+    start_site: StartSite, user: httpx.Client
+) -> None:
+    start_site()
+    marker = f"cu-cancel-{time.monotonic_ns()}"
+    sleeper = "python3 -c 'import time; time.sleep(300)'"
+    task = submit(user, run=f"{sleeper} {marker}-c & setsid {sleeper} {marker}-g & "
+                  f"exec {sleeper} {marker}-m")
+    wait_until(lambda: len(processes_with(marker)) == 3, timeout=30)
+    t0 = time.monotonic()
+    assert user.post(f"/api/v1/tasks/{task}/cancel").status_code == 200
+    while processes_with(marker):
+        assert time.monotonic() - t0 < 2.0, "the task's processes outlived the cancel by 2 s"
+        time.sleep(0.05)
+    (done,) = finished(user, [task])
+    assert done["state"] == "cancelled"
+    assert user.get("/api/v1/usage").json()["attempts"] == 1  # billed for what it ran, once

@@ -70,6 +70,7 @@ class Held:
     reported_running: bool = False
     uploaded: dict[str, int] = field(default_factory=dict)
     uploaded_at: float = 0.0
+    stopping: bool = False
 
     def task_run(self) -> TaskRun:
         assert self.run is not None
@@ -100,6 +101,7 @@ class SiteAgent:
         self.client = AgentClient(server, provider_key, self.stop_event)
         self.heartbeat_s = 5.0
         self._lock = threading.Lock()
+        self._save_lock = threading.Lock()
         self._held: dict[int, Held] = {}
         self._wake = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -162,9 +164,10 @@ class SiteAgent:
     # ---------------------------------------------------------------- persistence
 
     def _save(self) -> None:
-        with self._lock:
-            data = [asdict(h) for h in self._held.values()]
-        _write_private(self.state_dir / STATE_FILE, json.dumps(data))
+        with self._save_lock:  # snapshots land in the order they were taken
+            with self._lock:
+                data = [asdict(h) for h in self._held.values()]
+            _write_private(self.state_dir / STATE_FILE, json.dumps(data))
 
     def _adopt(self) -> None:
         """Take back what an earlier agent process of this site held."""
@@ -209,8 +212,14 @@ class SiteAgent:
     def _cancel(self, attempt: int) -> None:
         with self._lock:
             held = self._held.get(attempt)
+            if held is not None:
+                held.stopping = True
         if held is not None and held.handle is not None and held.run is not None:
             self.backend.cancel(held.handle, held.task_run())
+            self._wake.set()
+
+    def _stopping(self) -> list[int]:
+        return [h.attempt for h in self.held() if h.stopping]
 
     # ---------------------------------------------------------------- leases
 
@@ -219,7 +228,7 @@ class SiteAgent:
             try:
                 r = self.client.call("POST", "/api/v1/agent/lease", timeout=LEASE_WAIT_S + 30,
                                      json={"free": self.pools.free(), "wait_s": LEASE_WAIT_S,
-                                           "max_tasks": 64})
+                                           "max_tasks": 64, "stopping": self._stopping()})
             except Stopping:
                 return
             if r.status_code != 200:
@@ -227,7 +236,10 @@ class SiteAgent:
                             _detail(r))
                 self.stop_event.wait(2.0)
                 continue
-            for lease in r.json()["leases"]:
+            reply = r.json()
+            for attempt in reply.get("cancel", ()):
+                self._cancel(int(attempt))
+            for lease in reply["leases"]:
                 self._accept(lease)
 
     def _accept(self, lease: dict[str, Any]) -> None:
@@ -271,6 +283,8 @@ class SiteAgent:
         except Stopping:
             return
         self._save()
+        if held.stopping:  # cancelled while it was being staged
+            self.backend.cancel(held.handle, staged.run)
         self._report(held, {"state": "running"})
         held.reported_running = True
         self._wake.set()
@@ -287,7 +301,7 @@ class SiteAgent:
             now = time.time()
             young = False
             for held in active:
-                if now - held.since < YOUNG_S:
+                if now - held.since < YOUNG_S or held.stopping:
                     young = True
                 elif now - held.uploaded_at < SLOW_POLL_S and held.reported_running:
                     continue
@@ -392,7 +406,7 @@ def _detail(r: httpx.Response) -> str:
 
 
 def _write_private(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(text)

@@ -72,6 +72,7 @@ def agent_command(
     cfg = load_config(config) if config is not None else AgentConfig()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s",
                         stream=sys.stderr)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not one line per heartbeat
     agents = build_sites(url, token, cfg, Overrides(
         site=site, region=region, backend=backend, tasks_root=tasks_root,
         state_dir=state_dir, run_as=run_as, keep_rundirs=keep_rundirs))

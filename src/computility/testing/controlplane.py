@@ -41,11 +41,11 @@ def free_port() -> int:
 class LocalControlPlane:
     """The service on 127.0.0.1 in this process; `stop` shuts it down cleanly."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, port: int | None = None) -> None:
         self.settings = settings
         self.app = create_app(settings)
         self.admin_key: str = self.app.state.first_key or ""
-        self.port = free_port()
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning",
                                 lifespan="on", timeout_graceful_shutdown=2)

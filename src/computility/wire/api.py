@@ -196,6 +196,8 @@ class LeaseRequest(Request):
     free: dict[str, Amount]
     wait_s: float = Field(default=30.0, ge=0, le=30)
     max_tasks: int = Field(default=64, ge=1, le=1024)
+    # Attempts the agent is already stopping: not repeated in `Leases.cancel`.
+    stopping: list[int] = Field(default_factory=list, max_length=100_000)
 
 
 class Lease(Reply):
@@ -212,6 +214,9 @@ class Lease(Reply):
 class Leases(Reply):
     leases: list[Lease]
     ttl_s: float
+    # Attempts of this site to stop now (their users cancelled them): a poll answers as soon as
+    # there is one, so a cancel reaches the agent in milliseconds, not at its next heartbeat.
+    cancel: list[int] = Field(default_factory=list)
 
 
 class AttemptUsage(Request):

@@ -1,8 +1,9 @@
 """The agent protocol: heartbeat, long-poll leases, attempt reports, files.
 
 A lease request waits up to ``wait_s`` (at most 30 s) for work: it returns as soon as the
-scheduling loop queues something on the site (the loop wakes every waiter), or empty when the
-time is up. It is async so that hundreds of waiting agents hold no threads.
+scheduling loop queues something on the site (the loop wakes every waiter) or a user cancels one
+of the site's running attempts (the cancel wakes them too), or empty when the time is up. It
+is async so that hundreds of waiting agents hold no threads.
 """
 
 from __future__ import annotations
@@ -49,9 +50,11 @@ async def lease(body: LeaseRequest, who: Caller, plane: Plane, request: Request)
     while True:
         got = await run_in_threadpool(retrying, attempts.claim, plane, who, body.free,
                                       body.max_tasks, asked)
+        stop = await run_in_threadpool(attempts.to_cancel, plane, who, body.stopping)
         left = deadline - time.monotonic()
-        if got or left <= 0 or request.app.state.closing or await request.is_disconnected():
-            return Leases(leases=got, ttl_s=plane.settings.lease_ttl_s)
+        if (got or stop or left <= 0 or request.app.state.closing
+                or await request.is_disconnected()):
+            return Leases(leases=got, ttl_s=plane.settings.lease_ttl_s, cancel=stop)
         wake.clear()
         try:
             await asyncio.wait_for(wake.wait(), timeout=min(POLL_S, left))

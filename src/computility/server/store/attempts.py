@@ -97,6 +97,19 @@ def claim(
     return leases
 
 
+def to_cancel(plane: ControlPlane, who: Identity, known: list[int]) -> list[int]:
+    """The site's live attempts whose tasks were cancelled, less those the agent is stopping."""
+    site = _own_site(who)
+    with plane.engine.connect() as conn:
+        rows = conn.execute(
+            select(db.attempts.c.id).join(db.tasks, db.tasks.c.id == db.attempts.c.task_id)
+            .where(db.attempts.c.site_id == site,
+                   db.attempts.c.state.in_((states.LEASED, states.RUNNING)),
+                   db.tasks.c.cancel_requested.is_(True))).scalars().all()
+    skip = set(known)
+    return [int(a) for a in rows if a not in skip]
+
+
 def _add_released(conn: Connection, site: str, since: float, room: dict[str, int]) -> None:
     released = conn.execute(
         select(db.attempts.c.pool_id, func.sum(db.attempts.c.units))

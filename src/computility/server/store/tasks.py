@@ -322,8 +322,9 @@ def list_tasks(
 def cancel(plane: ControlPlane, who: Identity, task_id: int) -> dict[str, Any]:
     """Cancel at once if no attempt holds devices; else ask its agent to stop it.
 
-    A running attempt is stopped by its agent (told on its next heartbeat) and billed for what it
-    ran; the task ends ``cancelled`` when the agent reports the exit.
+    A running attempt is stopped by its agent (told at once through its open lease poll, else on
+    its next heartbeat) and billed for what it ran; the task ends ``cancelled`` when the agent
+    reports the exit.
     """
     now = time.time()
     for _ in range(10):
@@ -345,6 +346,9 @@ def cancel(plane: ControlPlane, who: Identity, task_id: int) -> dict[str, Any]:
                 .values(version=db.tasks.c.version + 1, updated_at=now, **values)
             ).rowcount
         if done:
+            if state in states.ACTIVE:
+                for wake in list(plane.on_placed):  # agents' open polls carry the cancel
+                    wake()
             return get(plane, who, task_id)
     raise ApiError(409, "Conflict", f"task {task_id} kept changing; try again")
 
