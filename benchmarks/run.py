@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 from benchmarks import (
     accasim_compare,
+    agent_latency,
     batch_placement,
     control_plane,
     decision_latency,
@@ -163,6 +164,19 @@ def _control_plane(ci: bool) -> str:
     return line
 
 
+def _agent_latency(ci: bool) -> str:
+    a = agent_latency
+    # A tenth of each (50 tasks, 60 s idle); floor half each target (p50 400 ms, p99 2 s, 2 %).
+    tasks = a.TASKS // 10 if ci else a.TASKS
+    idle_s = a.IDLE_S / 10 if ci else a.IDLE_S
+    result = a.measure(tasks, idle_s)
+    line = a.summary(result)
+    missed = a.verdict(result, ci)
+    if missed:
+        raise AssertionError(f"{line}: {'; '.join(missed)}")
+    return line
+
+
 BENCHMARKS: dict[str, Callable[[bool], str]] = {
     "lublin_windows": _lublin_windows,
     "accasim_compare": _accasim,
@@ -173,6 +187,7 @@ BENCHMARKS: dict[str, Callable[[bool], str]] = {
     "decision_latency": _decision_latency,
     "million_tasks": _million_tasks,
     "control_plane": _control_plane,
+    "agent_latency": _agent_latency,
 }
 
 

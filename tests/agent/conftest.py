@@ -8,8 +8,6 @@ cases skip with the reason (and under CI=true a skip fails the run).
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -18,33 +16,12 @@ import pytest
 from computility.agent.backends import Backend, make_backend
 from computility.agent.backends.base import Allocation, TaskRun
 from computility.agent.rundir import make_rundir
-
-
-def _slurm_ready() -> str | None:
-    if shutil.which("sbatch") is None:
-        return "Slurm is not installed (scripts/ensure-slurm.sh installs and starts it)"
-    probe = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True,
-                           timeout=20, check=False)
-    if probe.returncode != 0 or not probe.stdout.strip():
-        return f"no Slurm cluster answers sinfo: {probe.stderr.strip()[:200]}"
-    return None
-
-
-def _ray_ready() -> str | None:
-    import httpx
-
-    address = os.environ.get("COMPUTILITY_RAY_ADDRESS", "http://127.0.0.1:8265")
-    try:
-        httpx.get(f"{address}/api/version", timeout=5).raise_for_status()
-    except httpx.HTTPError as e:
-        return f"no Ray head answers at {address} (scripts/ensure-ray.sh starts one): {e}"
-    return None
-
+from computility.testing.backends import ray_ready, slurm_ready
 
 READY: dict[str, Callable[[], str | None]] = {
     "local": lambda: None,
-    "slurm": _slurm_ready,
-    "ray": _ray_ready,
+    "slurm": slurm_ready,
+    "ray": ray_ready,
 }
 
 

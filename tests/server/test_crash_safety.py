@@ -66,7 +66,8 @@ class Service:
         """Start it and wait until /healthz answers; returns when it did (time.time())."""
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [COMPUTILITY, "up", "--db", self.db_url, "--port", str(self.port)],
+                [COMPUTILITY, "up", "--db", self.db_url, "--port", str(self.port),
+                 "--no-local-site"],
                 env=self.env, stdout=out, stderr=subprocess.STDOUT,
             )
         deadline = time.monotonic() + timeout

@@ -91,7 +91,8 @@ class Replica:
     def start(self, timeout: float = 30.0) -> Replica:
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [COMPUTILITY, "up", "--db", self.db_url, "--port", str(self.port)],
+                [COMPUTILITY, "up", "--db", self.db_url, "--port", str(self.port),
+                 "--no-local-site"],
                 env=self.env, stdout=out, stderr=subprocess.STDOUT,
             )
         deadline = time.monotonic() + timeout

@@ -19,6 +19,7 @@ a report refused as stale (409: the lease was given up and the task re-placed) i
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -71,6 +72,7 @@ class Held:
     uploaded: dict[str, int] = field(default_factory=dict)
     uploaded_at: float = 0.0
     stopping: bool = False
+    interrupted: bool = False  # stopped because this agent is shutting down
 
     def task_run(self) -> TaskRun:
         assert self.run is not None
@@ -105,6 +107,7 @@ class SiteAgent:
         self._held: dict[int, Held] = {}
         self._wake = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._draining = False
         self._stagers = ThreadPoolExecutor(max_workers=4, thread_name_prefix=f"{site.id}-stage")
         self.reports_refused = 0
 
@@ -141,11 +144,19 @@ class SiteAgent:
         return self
 
     def stop(self, cancel_tasks: bool = True, wait_s: float = 15.0) -> None:
-        """Stop; with `cancel_tasks`, stop the tasks too and report them before leaving."""
+        """Stop; with `cancel_tasks`, stop the tasks too and report them as interrupted by the
+        site (re-placed at no charge) before leaving."""
+        self._draining = True
+        # If the service is away, the site goes offline after its silence anyway.
+        with contextlib.suppress(httpx.HTTPError, Stopping):
+            self.client.call("POST", "/api/v1/agent/heartbeat", retry=False, timeout=5,
+                             json={"free": self.pools.free(), "leaving": True})
         if cancel_tasks:
             for held in self.held():
+                held.interrupted = True
                 if held.handle is not None and held.run is not None:
                     self.backend.cancel(held.handle, held.task_run())
+            self._wake.set()
             deadline = time.monotonic() + wait_s
             while self.held() and time.monotonic() < deadline:
                 time.sleep(0.05)
@@ -199,7 +210,8 @@ class SiteAgent:
         running = [{"attempt": h.attempt, "token": h.token, "run_s": max(0.0, now - h.since)}
                    for h in self.held()]
         r = self.client.call("POST", "/api/v1/agent/heartbeat",
-                             json={"free": self.pools.free(), "running": running})
+                             json={"free": self.pools.free(), "running": running,
+                                   "leaving": self._draining})
         if r.status_code != 200:
             log.warning("site %s: heartbeat refused (%d): %s", self.site.id, r.status_code,
                         _detail(r))
@@ -224,7 +236,7 @@ class SiteAgent:
     # ---------------------------------------------------------------- leases
 
     def _leases(self) -> None:
-        while not self.stop_event.is_set():
+        while not self.stop_event.is_set() and not self._draining:
             try:
                 r = self.client.call("POST", "/api/v1/agent/lease", timeout=LEASE_WAIT_S + 30,
                                      json={"free": self.pools.free(), "wait_s": LEASE_WAIT_S,
@@ -245,9 +257,13 @@ class SiteAgent:
     def _accept(self, lease: dict[str, Any]) -> None:
         attempt, pool = int(lease["attempt"]), str(lease["pool"])
         units = int(lease["units"])
-        ids = self.pools.take(attempt, pool, units)
         spec_raw = lease["spec"]
         outputs = tuple(str(o) for o in spec_raw.get("outputs") or ())
+        if self._draining:  # leased as the agent stops: hand it straight back
+            gone = Held(attempt, int(lease["token"]), int(lease["task"]), pool, 0, (), outputs)
+            self._report(gone, {"state": "failed_to_start", "reason": "the site is stopping"})
+            return
+        ids = self.pools.take(attempt, pool, units)
         held = Held(attempt, int(lease["token"]), int(lease["task"]), pool, units, ids, outputs)
         with self._lock:
             self._held[attempt] = held
@@ -309,6 +325,9 @@ class SiteAgent:
                     self._check(held)
                 except Stopping:
                     return
+                except Exception:  # one attempt's trouble must not stop the others' monitoring
+                    log.exception("site %s: attempt %d: monitoring failed", self.site.id,
+                                  held.attempt)
             self._wake.wait(FAST_POLL_S if young else SLOW_POLL_S)
             self._wake.clear()
 
@@ -345,7 +364,11 @@ class SiteAgent:
                         held.attempt, kind, r.status_code, _detail(r))
 
     def _finish(self, held: Held, status: Status, run: TaskRun | None = None) -> None:
-        if status.phase == "exited":
+        if held.interrupted and status.phase == "exited":
+            body: dict[str, Any] = {"state": "interrupted",
+                                    "reason": f"site {self.site.id} stopped (its agent shut "
+                                              "down); re-placed at no charge"}
+        elif status.phase == "exited":
             if run is not None and held.outputs:
                 try:
                     self._put(held, "outputs", pack(run.workdir, held.outputs))
@@ -354,7 +377,7 @@ class SiteAgent:
             usage = {k: v for k, v in asdict(status.usage).items() if v is not None}
             usage.update(staged_bytes=held.staged_bytes, stage_s=round(held.stage_s, 6),
                          timed_out=status.timed_out, out_of_memory=status.out_of_memory)
-            body: dict[str, Any] = {
+            body = {
                 "state": "exited", "run_s": status.usage.wall_s, "reason": status.reason,
                 "gb_moved": held.staged_bytes / 1e9, "usage": usage,
                 "exit_code": 124 if status.timed_out else status.exit_code,
@@ -365,8 +388,11 @@ class SiteAgent:
             body = {"state": "failed_to_start",
                     "reason": status.reason or f"the {self.backend.name} backend lost the task"}
         if body.get("run_s") is None:
-            body.pop("run_s")
-        if not held.reported_running and body["state"] == "exited":
+            body.pop("run_s", None)
+        if body["state"] == "failed_to_start":
+            log.warning("site %s: attempt %d did not run: %s", self.site.id, held.attempt,
+                        body["reason"])
+        if not held.reported_running and body["state"] in ("exited", "interrupted"):
             self._report(held, {"state": "running"})
         self._report(held, body)
         if held.handle is not None and run is not None:

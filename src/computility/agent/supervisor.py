@@ -159,6 +159,8 @@ def supervise(rundir: Path) -> int:
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    # The backend started us with these blocked; a cancel sent meanwhile is delivered now.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
 
     memory: int | None = orders.get("memory_bytes")
     cpus: list[int] = orders.get("cpu_ids") or []
@@ -175,9 +177,14 @@ def supervise(rundir: Path) -> int:
         if cpus:
             os.sched_setaffinity(0, cpus)
         os.umask(0o022)
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
     workdir = Path(orders["workdir"])
     started = time.time()
+    if stop["signal"]:
+        ExitRecord(exit_code=None, signal=stop["signal"], started_at=started, ended_at=started,
+                   reason="cancelled before it started").write(rundir)
+        return 0
     with (rundir / STDOUT_FILE).open("wb") as out, (rundir / STDERR_FILE).open("wb") as err:
         if user is not None:
             os.chown(rundir / STDOUT_FILE, user, group or user)
@@ -250,9 +257,32 @@ def supervise(rundir: Path) -> int:
     return 0
 
 
+def standby() -> int:
+    """Wait, already started, for the run directory of the next task on stdin (one line).
+
+    The local backend keeps one supervisor waiting like this, so that starting a task costs a
+    write to a pipe instead of an interpreter's start-up (tens of milliseconds). End of input
+    (the agent stopped) ends it.
+    """
+    line = sys.stdin.readline().strip()
+    if not line:
+        return 0
+    rundir = Path(line)
+    log = os.open(rundir / "supervisor.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.dup2(log, 2)
+    os.close(log)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    return supervise(rundir)
+
+
 def main() -> None:
+    if sys.argv[1:] == ["--standby"]:
+        sys.exit(standby())
     if len(sys.argv) != 2:
-        print("usage: python -m computility.agent.supervisor RUNDIR", file=sys.stderr)
+        print("usage: python -m computility.agent.supervisor RUNDIR | --standby",
+              file=sys.stderr)
         sys.exit(2)
     sys.exit(supervise(Path(sys.argv[1])))
 

@@ -66,6 +66,7 @@ def up_command(
     if not 0 < port < 65536:
         raise UsageError(f"--port: expected 1-65535, got {port}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     settings = from_environment(db_url=db, network=network)
     app = create_app(settings)
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
@@ -78,16 +79,34 @@ def up_command(
         else:
             print(f"computility: admin key (shown once): {key}", file=sys.stderr)
     print(f"computility: serving {url}", file=sys.stderr)
-    class Server(uvicorn.Server):  # type: ignore[misc]
+    local: LocalSite | None = None
+
+    class Server(uvicorn.Server):
+        """On SIGINT/SIGTERM the local site stops first (its tasks stopped and reported while
+        the service still answers), then the service; a second signal stops at once."""
+
+        stopping_site = False
+
         def handle_exit(self, sig: int, frame: Any) -> None:
-            begin_shutdown(app)
-            super().handle_exit(sig, frame)
+            if local is None or self.stopping_site:
+                begin_shutdown(app)
+                super().handle_exit(sig, frame)
+                return
+            self.stopping_site = True
+            print("computility: stopping the local site and its tasks", file=sys.stderr)
+            site = local
+
+            def then() -> None:
+                site.stop()
+                begin_shutdown(app)
+                uvicorn.Server.handle_exit(self, sig, frame)
+
+            threading.Thread(target=then, name="stop-local-site", daemon=True).start()
 
     server = Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
                                    timeout_graceful_shutdown=5))
-    local = None if no_local_site else LocalSite(url, local_provider_key(
-        app.state.plane), server)
-    if local is not None:
+    if not no_local_site:
+        local = LocalSite(url, local_provider_key(app.state.plane), server)
         local.start()
     try:
         server.run()
@@ -132,8 +151,9 @@ class LocalSite:
 
     def stop(self) -> None:
         self._thread.join(timeout=30)
-        if self.agent is not None:
-            self.agent.stop(cancel_tasks=True)
+        agent, self.agent = self.agent, None
+        if agent is not None:
+            agent.stop(cancel_tasks=True)
 
 
 @db_app.command("upgrade")

@@ -20,7 +20,7 @@ import json
 import logging
 import threading
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -400,6 +400,12 @@ def _write_placements(conn: Any, writes: list[dict[str, Any]], now: float) -> No
         "AND tasks.version = placed.version", (now,))
 
 
+BURST_CYCLES = 10
+"""Cycles within a second beyond which a woken loop waits `min_cycle_gap_s` between cycles: at
+most about 1 / `min_cycle_gap_s` cycles a second on average, but a lone wake-up is answered at
+once."""
+
+
 class SchedulingLoop:
     """A background thread running `cycle` while this replica leads."""
 
@@ -423,8 +429,10 @@ class SchedulingLoop:
     def _run(self) -> None:
         plane = self.plane
         gap = min(plane.settings.min_cycle_gap_s, plane.settings.cycle_s)
+        recent: deque[float] = deque(maxlen=BURST_CYCLES)
         while not self._stop.is_set():
             started = time.monotonic()
+            recent.append(started)
             plane.wake_scheduler.clear()
             try:
                 if self.leadership.tick(time.time()):
@@ -433,8 +441,11 @@ class SchedulingLoop:
             except Exception:
                 log.exception("scheduling cycle failed")
             plane.wake_scheduler.wait(plane.settings.cycle_s)
-            # Woken early (a submission): let more arrive, so a stream of submissions is
-            # placed in a few cycles rather than one cycle each.
+            # Woken early (a submission, a finished attempt): answer at once while wake-ups are
+            # few, so a lone task starts in milliseconds; in a stream of them (BURST_CYCLES
+            # cycles within a second) let more arrive, so the stream is placed in a few cycles
+            # rather than one cycle each.
+            busy = len(recent) == BURST_CYCLES and time.monotonic() - recent[0] < 1.0
             rest = gap - (time.monotonic() - started)
-            if rest > 0:
+            if busy and rest > 0:
                 self._stop.wait(rest)

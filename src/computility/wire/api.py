@@ -183,6 +183,9 @@ class RunningAttempt(Request):
 class Heartbeat(Request):
     free: dict[str, Amount] = Field(default_factory=dict)
     running: list[RunningAttempt] = Field(default_factory=list)
+    # The agent is shutting down: the site goes offline now (its queued tasks are placed
+    # elsewhere) instead of after `offline_after_s` of silence.
+    leaving: bool = False
 
 
 class HeartbeatReply(Reply):
@@ -234,8 +237,12 @@ class AttemptUsage(Request):
 
 
 class AttemptReport(Request):
+    """An agent's word on one attempt. ``failed_to_start``: it never ran; ``interrupted``: the
+    site stopped it (its agent shut down). Both are the infrastructure's doing: the task is
+    re-placed at no charge."""
+
     token: int = Field(ge=0, le=MAX_ID)
-    state: Literal["running", "exited", "failed_to_start"]
+    state: Literal["running", "exited", "failed_to_start", "interrupted"]
     exit_code: int | None = Field(default=None, ge=-(2**31), le=2**31 - 1)
     signal: int | None = Field(default=None, ge=1, le=64)
     run_s: float | None = Field(default=None, ge=0, le=1e9, allow_inf_nan=False)

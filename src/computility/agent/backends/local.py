@@ -1,8 +1,10 @@
 """Tasks as local processes, each under its own supervisor (`computility.agent.supervisor`).
 
-The handle is ``"<supervisor pid>:<its start time>"``, so a restarted agent tells its own
-supervisor from an unrelated process that reused the pid. Everything a later poll needs is on
-disk: the supervisor's ``status.json`` once the task has ended.
+One supervisor is kept started and waiting (``--standby``), so a task starts with a write to a
+pipe, not an interpreter's start-up. The handle is ``"<supervisor pid>:<its start time>"``, so a
+restarted agent tells its own supervisor from an unrelated process that reused the pid.
+Everything a later poll needs is on disk: the supervisor's ``status.json`` once the task has
+ended.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from typing import Any
 
 import psutil
@@ -35,6 +38,9 @@ class LocalBackend(Backend):
         """`run_as` (uid, gid): who tasks run as (the agent chooses it when it runs as root)."""
         self.run_as = tuple(run_as) if run_as is not None else None
         self._memory_mode: str | None = None
+        self._lock = threading.Lock()
+        self._standby: subprocess.Popen[bytes] | None = None
+        self._closed = False
 
     def capabilities(self) -> Capabilities:
         if self._memory_mode is None:
@@ -57,21 +63,70 @@ class LocalBackend(Backend):
         fd = os.open(launch, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(orders, f)
+        proc = self._take_standby()
         try:
-            with (run.rundir / "supervisor.log").open("ab") as log:
-                proc = subprocess.Popen(
-                    [sys.executable, "-m", "computility.agent.supervisor", str(run.rundir)],
-                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
-                    start_new_session=True, close_fds=True, env=_supervisor_env())
-        except OSError as e:
-            raise BackendError(f"could not start the supervisor: {e}") from e
+            assert proc.stdin is not None
+            proc.stdin.write(f"{run.rundir}\n".encode())
+            proc.stdin.close()
+        except (OSError, ValueError):  # the standby died: start one for this task alone
+            proc = self._spawn()
+            assert proc.stdin is not None
+            proc.stdin.write(f"{run.rundir}\n".encode())
+            proc.stdin.close()
+        threading.Thread(target=self._refill, name="standby-supervisor", daemon=True).start()
         # Reaped by a thread of its own so no zombie stays behind while the agent lives on.
-        _reap_later(proc)
+        threading.Thread(target=proc.wait, name=f"reap-{proc.pid}", daemon=True).start()
         try:
             created = psutil.Process(proc.pid).create_time()
         except psutil.Error:
             created = 0.0
         return f"{proc.pid}:{created:.3f}"
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        # The supervisor starts with SIGTERM blocked (the mask is inherited) and unblocks it once
+        # its handler is in place, so a cancel in its first milliseconds is held, not fatal.
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+        try:
+            return subprocess.Popen(
+                [sys.executable, "-m", "computility.agent.supervisor", "--standby"],
+                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                start_new_session=True, close_fds=True, env=_supervisor_env())
+        except OSError as e:
+            raise BackendError(f"could not start a supervisor: {e}") from e
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+
+    def _take_standby(self) -> subprocess.Popen[bytes]:
+        with self._lock:
+            proc, self._standby = self._standby, None
+        if proc is None or proc.poll() is not None:
+            proc = self._spawn()
+        return proc
+
+    def _refill(self) -> None:
+        with self._lock:
+            if self._standby is not None or self._closed:
+                return
+        fresh = self._spawn()
+        with self._lock:
+            if self._standby is None and not self._closed:
+                self._standby, fresh = fresh, None  # type: ignore[assignment]
+        if fresh is not None:
+            self._dismiss(fresh)
+
+    @staticmethod
+    def _dismiss(proc: subprocess.Popen[bytes]) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            assert proc.stdin is not None
+            proc.stdin.close()  # end of input: a standby supervisor exits
+        threading.Thread(target=proc.wait, daemon=True).start()
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            proc, self._standby = self._standby, None
+        if proc is not None:
+            self._dismiss(proc)
 
     def poll(self, handle: str, run: TaskRun) -> Status:
         record = ExitRecord.read(run.rundir)
@@ -111,9 +166,3 @@ def _supervisor_env() -> dict[str, str]:
     """The supervisor needs to import computility: the agent's interpreter path, nothing secret."""
     keep = ("PATH", "PYTHONPATH", "VIRTUAL_ENV", "LANG", "LC_ALL", "TMPDIR")
     return {k: os.environ[k] for k in keep if k in os.environ}
-
-
-def _reap_later(proc: subprocess.Popen[bytes]) -> None:
-    import threading
-
-    threading.Thread(target=proc.wait, name=f"reap-{proc.pid}", daemon=True).start()

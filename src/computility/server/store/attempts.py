@@ -169,8 +169,10 @@ def _apply(
     task = conn.execute(select(db.tasks).where(db.tasks.c.id == a["task_id"])).mappings().one()
     if body.state == "running":
         return _running(conn, a, task, now)
-    if body.state == "failed_to_start":
-        _infra_failure(conn, a, task, now, body.reason or "failed to start on the site")
+    if body.state in ("failed_to_start", "interrupted"):
+        default = ("failed to start on the site" if body.state == "failed_to_start"
+                   else "interrupted by the site")
+        _infra_failure(conn, a, task, now, body.reason or default)
         return ReportReply(attempt=a["id"], state=states.LOST)
     return _exited(plane, conn, a, task, body, now)
 

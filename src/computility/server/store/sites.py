@@ -174,11 +174,17 @@ def heartbeat(plane: ControlPlane, who: Identity, beat: Heartbeat) -> HeartbeatR
         ).first()
         if row is None:
             raise not_found("site", site_id)
-        values: dict[str, Any] = {"last_seen_at": now, "online": True}
-        if not row[0]:
-            values["version"] = db.sites.c.version + 1  # back online: rebuild the live network
+        values: dict[str, Any] = {"last_seen_at": now, "online": not beat.leaving}
+        if bool(row[0]) == beat.leaving:
+            values["version"] = db.sites.c.version + 1  # on or off line: rebuild the network
             plane.sites_changed()
         conn.execute(update(db.sites).where(db.sites.c.id == site_id).values(**values))
+        if beat.leaving:
+            conn.execute(update(db.tasks).where(
+                db.tasks.c.site_id == site_id, db.tasks.c.state == states.QUEUED).values(
+                state=states.PENDING, site_id=None, pool_id=None, units=None, cu=None,
+                version=db.tasks.c.version + 1, updated_at=now,
+                reason=f"placed again: site {site_id} went offline"))
         reported = free_units(conn, site_id, beat.free)
         unknown: list[int] = []
         cancel: list[int] = []
