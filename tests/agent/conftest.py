@@ -8,6 +8,8 @@ cases skip with the reason (and under CI=true a skip fails the run).
 from __future__ import annotations
 
 import os
+import shutil
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -40,10 +42,16 @@ def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
 
 @pytest.fixture
 def tasks_root() -> Iterator[Path]:
-    """Run directories on a path every backend's workers can reach (Slurm's node is this host)."""
-    root = Path(os.environ.get("COMPUTILITY_TEST_TASKS_ROOT", "/tmp/computility-contract"))
-    root.mkdir(parents=True, exist_ok=True)
+    """Run directories of this test alone, on a path every backend's workers can reach (Slurm's
+    node and Ray's head are this host) and the tasks' user can enter (not under a 0700 tmp)."""
+    base = Path(os.environ.get("COMPUTILITY_TEST_TASKS_ROOT", "/tmp/computility-test-tasks"))
+    base.mkdir(parents=True, exist_ok=True)
+    base.chmod(0o755)
+    root = base / uuid.uuid4().hex[:12]
+    root.mkdir()
+    root.chmod(0o755)
     yield root
+    shutil.rmtree(root, ignore_errors=True)
 
 
 _counter = iter(range(1, 10**9))

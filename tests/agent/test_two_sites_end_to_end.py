@@ -29,7 +29,7 @@ TASKS = 200
 
 
 @pytest.fixture
-def network(tmp_path: Path) -> Iterator[tuple[httpx.Client, Path]]:
+def network(tmp_path: Path, tasks_root: Path) -> Iterator[tuple[httpx.Client, Path]]:
     why = slurm_ready()
     if why is not None:
         pytest.skip(why)
@@ -55,8 +55,7 @@ def network(tmp_path: Path) -> Iterator[tuple[httpx.Client, Path]]:
         procs.append(subprocess.Popen(
             [sys.executable, "-m", "computility", "agent", "--server", client.base_url.__str__(),
              "--token-file", str(token), "--site", "hpc-cluster", "--backend", "slurm",
-             "--state-dir", str(tmp_path / "agent"), "--tasks-root",
-             str(Path(os.environ.get("COMPUTILITY_TEST_TASKS_ROOT", "/tmp/computility-e2e")))],
+             "--state-dir", str(tmp_path / "agent"), "--tasks-root", str(tasks_root)],
             env=env, stdout=agent_log, stderr=subprocess.STDOUT))
         wait_until(lambda: sorted(s["id"] for s in client.get("/api/v1/sites").json()
                                   if s["online"]) == ["hpc-cluster", "workstation"], timeout=90)

@@ -8,6 +8,7 @@ exponential backoff (0.2 s doubling to 5 s, ±50 % jitter) until they succeed or
 from __future__ import annotations
 
 import hashlib
+import logging
 import random
 import threading
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 
 import httpx
 
+log = logging.getLogger("computility.agent")
 FIRST_BACKOFF_S = 0.2
 MAX_BACKOFF_S = 5.0
 
@@ -35,7 +37,12 @@ class AgentClient:
 
     def call(self, method: str, path: str, *, retry: bool = True, **kwargs: Any) -> httpx.Response:
         backoff = FIRST_BACKOFF_S
+        tries = 0
         while True:
+            tries += 1
+            if tries == 3:
+                log.warning("%s %s: the control plane at %s does not answer; retrying until it "
+                            "does", method, path, self.server)
             try:
                 response = self._http.request(method, path, **kwargs)
                 if response.status_code < 500 or not retry:

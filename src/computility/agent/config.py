@@ -141,6 +141,8 @@ def _located(path: Path, root: yaml.Node | None, error: ValidationError) -> str:
     field = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
     got = first.get("input")
     shown = "" if isinstance(got, dict | list) else f", got {got!r}"
+    if first["type"] == "extra_forbidden":
+        return f"{path}:{line}: field {field}: unknown field"
     if first["type"] == "missing":
         return f"{path}:{line}: field {field}: required{shown if got else ''}"
     return f"{path}:{line}: field {field or 'config'}: {_expected(message)}{shown}"

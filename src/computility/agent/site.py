@@ -38,6 +38,7 @@ from computility.agent.backends.base import Allocation, Backend, BackendError, S
 from computility.agent.client import AgentClient, Stopping
 from computility.agent.config import SiteConfig
 from computility.agent.staging import StagingFailed, stage
+from computility.domain.errors import ComputilityError
 from computility.wire.archives import pack
 from computility.wire.spec import task_spec_from_mapping
 
@@ -420,8 +421,8 @@ class SiteAgent:
         return r.status_code
 
 
-class RegistrationFailed(Exception):
-    """The control plane refused the site."""
+class RegistrationFailed(ComputilityError):
+    """The control plane refused the site (a bad key, a site id another provider owns)."""
 
 
 def _detail(r: httpx.Response) -> str:
