@@ -154,12 +154,15 @@ def idle_cpu(proc: subprocess.Popen[bytes], seconds: float) -> dict[str, Any]:
 def measure(tasks: int, idle_s: float, backend: str = "local") -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
-        with served(tmp) as (url, provider, user), agent(url, provider, tmp, backend) as proc:
-            with httpx.Client(base_url=url, timeout=60,
-                              headers={"Authorization": f"Bearer {user}"}) as client:
-                _wait_site(client)
-                idle = idle_cpu(proc, idle_s) if idle_s > 0 else None
-                latency = first_byte(client, tasks)
+        with (
+            served(tmp) as (url, provider, user),
+            agent(url, provider, tmp, backend) as proc,
+            httpx.Client(base_url=url, timeout=60,
+                         headers={"Authorization": f"Bearer {user}"}) as client,
+        ):
+            _wait_site(client)
+            idle = idle_cpu(proc, idle_s) if idle_s > 0 else None
+            latency = first_byte(client, tasks)
     return {"backend": backend, "first_byte": latency, "idle": idle, "machine": machine()}
 
 
