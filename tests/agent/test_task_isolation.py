@@ -8,6 +8,7 @@ in CI) and cannot read the agent's key; and an agent's key serves its own site o
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import httpx
 import pytest
 
 from computility.agent.site import KEY_FILE, SiteAgent
+from computility.server.api.deps import CACHE_S
 from computility.testing.controlplane import LocalControlPlane, new_tenant, wait_until
 from computility.testing.tasks import finished, logs, submit
 
@@ -115,3 +117,19 @@ def test_an_agent_key_serves_its_own_site_only(
             {"id": "cpu", "device": "XEON-8380", "count": 1, "price_per_cu_hour": 0}]})
         assert r.status_code == 409
     assert finished(user, [task])[0]["state"] == "succeeded"
+
+
+def test_a_restarted_agent_revokes_the_key_of_the_one_before(
+    start_site: StartSite, service: LocalControlPlane
+) -> None:
+    agent = start_site("lab-restarts")
+    old = (agent.state_dir / KEY_FILE).read_text()
+    agent.register()  # what a restarted agent does first
+    new = (agent.state_dir / KEY_FILE).read_text()
+    assert new != old
+    time.sleep(CACHE_S + 0.5)  # keys are cached by the service for a few seconds
+    for key, status in ((old, 401), (new, 200)):
+        with httpx.Client(base_url=service.url, timeout=30,
+                          headers={"Authorization": f"Bearer {key}"}) as as_agent:
+            r = as_agent.post("/api/v1/agent/heartbeat", json={"free": {}})
+            assert r.status_code == status, r.text

@@ -359,7 +359,7 @@ def test_a_quote_lists_each_candidate_within_its_maximum_and_max_price_below_tha
     body["timeout"] = "3h"
     quote = admin.post("/api/v1/quote", json=body).json()
     by_site = {c["site"]: c for c in quote["candidates"]}
-    assert set(by_site) == {"cheap", "dear"}
+    assert set(by_site) == {"cheap", "dear"}, (quote, admin.get("/api/v1/sites").json())
     for c in quote["candidates"]:
         assert 0 < c["price"] <= c["max_price"]
         assert c["run_s"] == 3600

@@ -31,7 +31,8 @@ class ControlPlane:
         self.replica = settings.replica or default_replica()
         self._live: LiveNetwork | None = None
         self._live_key: Any = None
-        self._live_checked = 0.0
+        self._fresh: tuple[LiveNetwork, float] | None = None
+        self._sites_generation = 0
         self._lock = threading.Lock()
         self.wake_scheduler = threading.Event()
         self.on_placed: list[Callable[[], None]] = []
@@ -53,25 +54,29 @@ class ControlPlane:
         With `max_age_s`, a view checked against the database at most that long ago is reused
         without checking again.
         """
-        if max_age_s > 0 and self._live is not None and (
-            time.monotonic() - self._live_checked < max_age_s
-        ):
-            return self._live
+        fresh = self._fresh  # (view, checked at): one read, never a torn pair
+        if max_age_s > 0 and fresh is not None and time.monotonic() - fresh[1] < max_age_s:
+            return fresh[0]
+        generation = self._sites_generation
+        checked = time.monotonic()
         with self.engine.connect() as conn:
             key = tuple(conn.execute(
                 select(db.sites.c.id, db.sites.c.version, db.sites.c.online).order_by(db.sites.c.id)
             ).all())
         with self._lock:
-            self._live_checked = time.monotonic()
-            if self._live is not None and key == self._live_key:
-                return self._live
-            live = self._build(key)
-            self._live, self._live_key = live, key
+            if self._live is None or key != self._live_key:
+                self._live, self._live_key = self._build(key), key
+            live = self._live
+            # Vouch for the view only once it is in place, and only if no change was signalled
+            # while we read (a registration committed meanwhile is not in this key).
+            if generation == self._sites_generation:
+                self._fresh = (live, checked)
             return live
 
     def sites_changed(self) -> None:
         """A site was registered or came back: the next `live` checks the database."""
-        self._live_checked = 0.0
+        self._sites_generation += 1
+        self._fresh = None
 
     def _build(self, key: Any) -> LiveNetwork:
         with self.engine.connect() as conn:

@@ -20,7 +20,8 @@ from computility.wire.api import Heartbeat, HeartbeatReply, PoolOut, SiteIn, Sit
 
 
 def register(plane: ControlPlane, who: Identity, site: SiteIn) -> tuple[SiteOut, str]:
-    """Create the site (or replace an own site's description) and a fresh agent key for it."""
+    """Create the site (or replace an own site's description) and a fresh agent key for it
+    (the site's earlier agent keys are revoked)."""
     if not who.may_provide():
         raise forbidden("registering a site needs a provider or operator key")
     base = plane.base
@@ -93,6 +94,11 @@ def register(plane: ControlPlane, who: Identity, site: SiteIn) -> tuple[SiteOut,
                     version=db.tasks.c.version + 1, updated_at=now))
             conn.execute(delete(db.pools).where(db.pools.c.site_id == site.id))
         conn.execute(insert(db.pools), [{"site_id": site.id, **r} for r in pool_rows])
+        # One live agent key per site: registering again (an agent's restart) revokes the
+        # earlier ones, so an orphaned agent process can no longer speak for the site.
+        conn.execute(update(db.api_keys).where(
+            db.api_keys.c.site_id == site.id, db.api_keys.c.role == "agent",
+            db.api_keys.c.revoked_at.is_(None)).values(revoked_at=now))
         conn.execute(insert(db.api_keys).values(
             id=key_id, tenant_id=who.tenant if owner is None else owner, role="agent",
             site_id=site.id, secret_sha256=secret_hash, created_at=now,
