@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from computility.testing.backends import slurm_ready
-from computility.testing.controlplane import free_port, new_tenant, wait_until
+from computility.testing.controlplane import answers, free_port, new_tenant, wait_until
 from computility.testing.tasks import finished, logs
 
 TASKS = 200
@@ -47,7 +47,7 @@ def network(tmp_path: Path, tasks_root: Path) -> Iterator[tuple[httpx.Client, Pa
         key = tomllib.loads(profile.read_text())["default"]["api_key"]
         client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60,
                               headers={"Authorization": f"Bearer {key}"})
-        wait_until(lambda: _answers(client), timeout=60)
+        wait_until(lambda: answers(client), timeout=60)
         token = tmp_path / "provider.key"
         token.write_text(new_tenant(client, "cluster-owner", role="provider"))
         token.chmod(0o600)
@@ -68,13 +68,6 @@ def network(tmp_path: Path, tasks_root: Path) -> Iterator[tuple[httpx.Client, Pa
                     proc.wait(timeout=60)
                 except subprocess.TimeoutExpired:
                     proc.kill()
-
-
-def _answers(client: httpx.Client) -> bool:
-    try:
-        return client.get("/healthz").status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def test_200_tasks_run_on_a_local_and_a_slurm_site_and_are_billed_once(

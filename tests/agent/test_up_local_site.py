@@ -15,16 +15,9 @@ from pathlib import Path
 
 import httpx
 
-from computility.testing.controlplane import free_port, wait_until
+from computility.testing.controlplane import answers, free_port, wait_until
 from computility.testing.processes import processes_with
 from computility.testing.tasks import finished, logs, submit
-
-
-def answers(client: httpx.Client) -> bool:
-    try:
-        return client.get("/healthz").status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def test_up_runs_a_local_site_and_stops_its_tasks_on_sigint(tmp_path: Path) -> None:

@@ -54,10 +54,7 @@ class AgentClient:
                     raise
             except RuntimeError:  # the client was closed under a call: the agent is stopping
                 raise Stopping(f"{method} {path}: the agent is stopping") from None
-            if self.stop.is_set():
-                raise Stopping(f"{method} {path}: the agent is stopping")
-            self.stop.wait(backoff * random.uniform(0.5, 1.5))
-            backoff = min(backoff * 2, MAX_BACKOFF_S)
+            backoff = self._pause(backoff, f"{method} {path}")
 
     def download(self, path: str, dest: Path) -> tuple[int, str, int]:
         """GET `path` into the file `dest` (retried whole); (status, SHA-256 hex, size)."""
@@ -75,10 +72,14 @@ class AgentClient:
                         return response.status_code, digest.hexdigest(), size
             except httpx.TransportError:
                 pass
-            if self.stop.is_set():
-                raise Stopping(f"GET {path}: the agent is stopping")
-            self.stop.wait(backoff * random.uniform(0.5, 1.5))
-            backoff = min(backoff * 2, MAX_BACKOFF_S)
+            backoff = self._pause(backoff, f"GET {path}")
+
+    def _pause(self, backoff: float, what: str) -> float:
+        """Wait before the next try (jittered); the next backoff. `Stopping` once stopping."""
+        if self.stop.is_set():
+            raise Stopping(f"{what}: the agent is stopping")
+        self.stop.wait(backoff * random.uniform(0.5, 1.5))
+        return min(backoff * 2, MAX_BACKOFF_S)
 
     def close(self) -> None:
         self._http.close()

@@ -35,6 +35,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from computility.domain.errors import BadInput
+from computility.wire.spec import yaml_lines
 
 SLUG = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 BackendName = Literal["local", "slurm", "ray", "kubernetes"]
@@ -123,20 +124,7 @@ def _located(path: Path, root: yaml.Node | None, error: ValidationError) -> str:
     first = error.errors()[0]
     loc = tuple(first["loc"])
     message = str(first["msg"]).removeprefix("Value error, ")
-    lines: dict[tuple[Any, ...], int] = {}
-
-    def walk(node: yaml.Node, at: tuple[Any, ...]) -> None:
-        lines[at] = node.start_mark.line + 1
-        if isinstance(node, yaml.MappingNode):
-            for key, value in node.value:
-                walk(value, (*at, str(key.value)))
-                lines[(*at, str(key.value))] = key.start_mark.line + 1
-        elif isinstance(node, yaml.SequenceNode):
-            for i, item in enumerate(node.value):
-                walk(item, (*at, i))
-
-    if root is not None:
-        walk(root, ())
+    lines = yaml_lines(root)
     line = next((lines[loc[:cut]] for cut in range(len(loc), -1, -1) if loc[:cut] in lines), 1)
     field = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
     got = first.get("input")

@@ -289,6 +289,14 @@ class FakeAgent:
                 self._stop.wait(0.01)
 
 
+def answers(client: httpx.Client) -> bool:
+    """Whether the service behind `client` answers ``/healthz`` yet."""
+    try:
+        return client.get("/healthz").status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 def wait_until(predicate: Any, timeout: float = 60.0, every: float = 0.1) -> None:
     """Poll `predicate()` until it is true; AssertionError after `timeout` seconds."""
     deadline = time.monotonic() + timeout

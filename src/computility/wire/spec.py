@@ -288,7 +288,7 @@ def parse_task_spec(text: str, source: str = "task.yaml") -> TaskSpec:
         raise BadInput(f"{source}{at}: not valid YAML: {problem}") from None
     if not isinstance(data, dict):
         raise FieldError(source, 1, "task", "task", "a mapping of task fields", str(data))
-    lines = _lines(root)
+    lines = yaml_lines(root)
     try:
         return TaskSpec.model_validate(data)
     except ValidationError as error:
@@ -305,7 +305,7 @@ def task_spec_from_mapping(data: object, source: str = "task") -> TaskSpec:
         raise _located(error, {}, source, data) from None
 
 
-def _lines(root: yaml.Node | None) -> dict[tuple[str | int, ...], int]:
+def yaml_lines(root: yaml.Node | None) -> dict[tuple[str | int, ...], int]:
     """1-based line of every key and list item, by its path of keys and indices."""
     out: dict[tuple[str | int, ...], int] = {}
 
