@@ -10,12 +10,14 @@ The environment is built from nothing: a system ``PATH`` (the agent's, which hol
 which the spec cannot override. The agent's key is never in it.
 
     COMPUTILITY_TASK_ID, COMPUTILITY_ATTEMPT, COMPUTILITY_SITE, COMPUTILITY_POOL,
-    COMPUTILITY_DEVICE, COMPUTILITY_CPUS, COMPUTILITY_WORKDIR, CUDA_VISIBLE_DEVICES
+    COMPUTILITY_DEVICE, COMPUTILITY_CPUS, COMPUTILITY_WORKDIR, COMPUTILITY_PYTHON (the agent's
+    interpreter), CUDA_VISIBLE_DEVICES
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -54,6 +56,8 @@ def task_environment(spec: TaskSpec, *, task: int, attempt: int, site: str, pool
         "COMPUTILITY_TASK_ID": str(task), "COMPUTILITY_ATTEMPT": str(attempt),
         "COMPUTILITY_SITE": site, "COMPUTILITY_POOL": pool, "COMPUTILITY_DEVICE": device,
         "COMPUTILITY_CPUS": str(cpus), "COMPUTILITY_WORKDIR": str(workdir),
+        # The agent's own interpreter: Python callables sent by the SDK's executor run on it.
+        "COMPUTILITY_PYTHON": sys.executable,
         # A CPU task sees no GPU; a GPU task sees only its own.
         "CUDA_VISIBLE_DEVICES": ",".join(device_ids) if accelerator else "",
     })

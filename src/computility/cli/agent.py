@@ -61,7 +61,7 @@ def agent_command(
     """Run a site agent in the foreground until SIGINT/SIGTERM (which stops its tasks)."""
     from computility.agent.config import AgentConfig, load_config
     from computility.agent.runner import Overrides, build_sites, serve
-    from computility.cli.profile import load_profile
+    from computility.sdk.profile import load_profile
 
     if backend is not None and backend not in BACKENDS:
         raise UsageError(f"--backend: expected one of {', '.join(BACKENDS)}, got '{backend}'")

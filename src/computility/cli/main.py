@@ -14,25 +14,45 @@ from collections.abc import Sequence
 import typer
 from typer.exceptions import TyperException
 
+from computility.cli.account import login_command, sites_command, usage_command
 from computility.cli.agent import agent_command
-from computility.cli.download import download_command
 from computility.cli.network import network_app
+from computility.cli.run import run_command
 from computility.cli.sim import sim_command
+from computility.cli.tasks import (
+    cancel_command,
+    download_command,
+    explain_command,
+    logs_command,
+    quote_command,
+    status_command,
+    submit_command,
+)
 from computility.cli.up import db_app, up_command
 from computility.domain.errors import BadInput, ComputilityError
 
 app = typer.Typer(
     name="computility",
     help="Computility: compute as a utility across many sites.",
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     no_args_is_help=True,
 )
+app.command("run", context_settings={"allow_interspersed_args": False})(run_command)
+app.command("submit")(submit_command)
+app.command("status")(status_command)
+app.command("logs")(logs_command)
+app.command("cancel")(cancel_command)
+app.command("download")(download_command)
+app.command("explain")(explain_command)
+app.command("quote")(quote_command)
+app.command("sites")(sites_command)
+app.command("usage")(usage_command)
+app.command("login")(login_command)
+app.command("up")(up_command)
+app.command("agent")(agent_command)
 app.command("sim")(sim_command)
 app.add_typer(network_app, name="network")
-app.command("up")(up_command)
-app.command("download")(download_command)
-app.command("agent")(agent_command)
 app.add_typer(db_app, name="db")
 
 

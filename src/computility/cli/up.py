@@ -14,38 +14,16 @@ import os
 import sys
 import threading
 import time
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from computility.domain.errors import UsageError
+from computility.sdk.profile import Profile, save_profile
 
 DEFAULT_PORT = 8470
 
 db_app = typer.Typer(help="The control plane's database.", no_args_is_help=True)
-
-
-def config_home() -> Path:
-    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    return Path(base) / "computility"
-
-
-def profile_path() -> Path:
-    return config_home() / "config.toml"
-
-
-def write_profile(server: str, key: str) -> Path | None:
-    """Write the default profile unless one exists; returns its path if written."""
-    path = profile_path()
-    if path.exists():
-        return None
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    text = f'[default]\nserver = "{server}"\napi_key = "{key}"\n'
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    return path
 
 
 def up_command(
@@ -73,7 +51,7 @@ def up_command(
     url = f"http://{shown}:{port}"
     key = app.state.first_key
     if key:
-        written = write_profile(url, key)
+        written = save_profile(Profile(url, key), replace=False)
         if written is not None:
             print(f"computility: admin key written to {written}", file=sys.stderr)
         else:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from datetime import date, datetime
 from typing import Annotated, Any
 
 import yaml
@@ -27,6 +26,7 @@ from computility.wire.api import (
     TaskList,
     TaskOut,
 )
+from computility.wire.spec import json_safe
 
 router = APIRouter(prefix="/api/v1", tags=["tasks"])
 MAX_ID = 2**63 - 1
@@ -39,19 +39,6 @@ SPEC_BODY = {"requestBody": {"required": True, "content": {
 """A task spec body, as JSON or as the contract's YAML (read by `_spec_body`, not by FastAPI)."""
 
 YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
-
-
-def json_safe(value: Any) -> Any:
-    """YAML's own types (an unquoted time is a datetime) as the JSON the spec is stored as."""
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [json_safe(v) for v in value]
-    if isinstance(value, date | datetime):
-        return value.isoformat()
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    return value
 
 
 async def _spec_body(request: Request) -> Any:

@@ -1,0 +1,89 @@
+"""What every service command shares: the client from the profile, JSON output, times and money
+shown the same way everywhere, and live displays that only appear on a terminal."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable
+from typing import Annotated, Any
+
+import typer
+from pydantic import BaseModel
+from rich.console import Console
+
+from computility.sdk.client import Client
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="One JSON document on stdout "
+                                        "(its schema is in schemas/cli/).")]
+stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+stdout = Console(highlight=False, soft_wrap=True)
+
+
+def connect() -> Client:
+    """A client for the profile in use (``COMPUTILITY_PROFILE``, default ``default``), or the
+    environment's ``COMPUTILITY_SERVER``/``COMPUTILITY_API_KEY``."""
+    return Client(retries=3)
+
+
+def dump(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, list):
+        return [dump(v) for v in value]
+    if isinstance(value, dict):
+        return {k: dump(v) for k, v in value.items()}
+    return value
+
+
+def print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(dump(value), ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
+def when(ts: float | None) -> str:
+    if ts is None:
+        return "—"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
+def ago(ts: float | None) -> str:
+    if ts is None:
+        return "—"
+    return span(max(0.0, time.time() - ts)) + " ago"
+
+
+def span(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def money(amount: float | None, currency: str) -> str:
+    if amount is None:
+        return "—"
+    return f"{amount:,.6f} {currency}" if amount < 1 else f"{amount:,.2f} {currency}"
+
+
+def interactive() -> bool:
+    """Progress and live tables go to stderr, and only when a person is watching it."""
+    return sys.stderr.isatty()
+
+
+def note(text: str, quiet: bool = False) -> None:
+    """One of the CLI's own lines: always stderr, never mixed into a task's stdout."""
+    if not quiet:
+        stderr.print(f"[dim]computility:[/dim] {text}")
+
+
+def poll(check: Callable[[], bool], first: float = 0.05, most: float = 1.0) -> None:
+    """Call `check` until it is true, quickly at first, then once every `most` seconds."""
+    pause = first
+    while not check():
+        time.sleep(pause)
+        pause = min(most, pause * 1.5)

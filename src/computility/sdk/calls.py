@@ -1,0 +1,173 @@
+"""Every API call once, as data: method, path, body and how to read the answer.
+
+The sync `Client` and the async `AsyncClient` only differ in how they send a `Call`; building
+and parsing live here, so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+import httpx
+from pydantic import BaseModel, TypeAdapter
+
+from computility.wire.api import (
+    AttemptOut,
+    Earnings,
+    Explanation,
+    KeyOut,
+    Quote,
+    SiteOut,
+    SiteRegistered,
+    Submitted,
+    TaskList,
+    TaskOut,
+    TenantOut,
+    Usage,
+)
+
+T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class Call(Generic[T]):
+    method: str
+    path: str
+    parse: Callable[[httpx.Response], T]
+    params: dict[str, Any] | None = None
+    json: Any = None
+    content: bytes | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    ok: tuple[int, ...] = (200, 201, 204)
+    timeout: float | None = None
+
+
+def model(kind: type[M]) -> Callable[[httpx.Response], M]:
+    return lambda r: kind.model_validate_json(r.content)
+
+
+def models(kind: type[M]) -> Callable[[httpx.Response], list[M]]:
+    adapter = TypeAdapter(list[kind])  # type: ignore[valid-type]
+    return lambda r: list(adapter.validate_json(r.content))
+
+
+def raw(r: httpx.Response) -> bytes:
+    return r.content
+
+
+def _json(r: httpx.Response) -> Any:
+    return r.json()
+
+
+def _params(**values: Any) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if v is not None}
+
+
+# --- tasks -------------------------------------------------------------------------------------
+
+
+def submit(spec: dict[str, Any], idempotency_key: str) -> Call[TaskOut]:
+    return Call("POST", "/api/v1/tasks", model(TaskOut), json=spec,
+                headers={"Idempotency-Key": idempotency_key})
+
+
+def submit_many(specs: list[dict[str, Any]], idempotency_key: str) -> Call[Submitted]:
+    return Call("POST", "/api/v1/tasks/batch", model(Submitted), json={"tasks": specs},
+                headers={"Idempotency-Key": idempotency_key})
+
+
+def get_task(task_id: int) -> Call[TaskOut]:
+    return Call("GET", f"/api/v1/tasks/{task_id}", model(TaskOut))
+
+
+def list_tasks(state: str | None, name: str | None, limit: int,
+               cursor: int | None) -> Call[TaskList]:
+    return Call("GET", "/api/v1/tasks", model(TaskList),
+                params=_params(state=state, name=name, limit=limit, cursor=cursor))
+
+
+def cancel(task_id: int) -> Call[TaskOut]:
+    return Call("POST", f"/api/v1/tasks/{task_id}/cancel", model(TaskOut))
+
+
+def attempts(task_id: int) -> Call[list[AttemptOut]]:
+    return Call("GET", f"/api/v1/tasks/{task_id}/attempts", models(AttemptOut))
+
+
+def explain(task_id: int) -> Call[Explanation]:
+    return Call("GET", f"/api/v1/tasks/{task_id}/explain", model(Explanation))
+
+
+def quote(spec: dict[str, Any]) -> Call[Quote]:
+    return Call("POST", "/api/v1/quote", model(Quote), json=spec)
+
+
+def logs(task_id: int, stream: str, offset: int) -> Call[bytes]:
+    """The log from byte `offset` on (a range request: a long log is not sent again)."""
+    headers = {"Range": f"bytes={offset}-"} if offset else {}
+
+    def tail(r: httpx.Response) -> bytes:
+        if r.status_code == 416:  # nothing past `offset` yet
+            return b""
+        return r.content if r.status_code == 206 else r.content[offset:]
+
+    return Call("GET", f"/api/v1/tasks/{task_id}/logs", tail, params={"stream": stream},
+                headers=headers, ok=(200, 206, 416))
+
+
+def outputs(task_id: int) -> Call[bytes]:
+    return Call("GET", f"/api/v1/tasks/{task_id}/outputs", raw, timeout=300)
+
+
+def upload(archive: bytes) -> Call[str]:
+    return Call("POST", "/api/v1/uploads", lambda r: str(r.json()["digest"]), content=archive,
+                headers={"Content-Type": "application/gzip"}, timeout=300)
+
+
+# --- sites, usage, tenants ---------------------------------------------------------------------
+
+
+def sites() -> Call[list[SiteOut]]:
+    return Call("GET", "/api/v1/sites", models(SiteOut))
+
+
+def site(site_id: str) -> Call[SiteOut]:
+    return Call("GET", f"/api/v1/sites/{site_id}", model(SiteOut))
+
+
+def register_site(body: dict[str, Any]) -> Call[SiteRegistered]:
+    return Call("POST", "/api/v1/sites", model(SiteRegistered), json=body)
+
+
+def usage(tenant: str | None, since: float | None, until: float | None) -> Call[Usage]:
+    return Call("GET", "/api/v1/usage", model(Usage),
+                params=_params(tenant=tenant, since=since, until=until))
+
+
+def earnings(since: float | None, until: float | None) -> Call[Earnings]:
+    return Call("GET", "/api/v1/earnings", model(Earnings), params=_params(since=since,
+                                                                          until=until))
+
+
+def whoami() -> Call[dict[str, Any]]:
+    return Call("GET", "/api/v1/whoami", _json)
+
+
+def create_tenant(body: dict[str, Any]) -> Call[TenantOut]:
+    return Call("POST", "/api/v1/tenants", model(TenantOut), json=body)
+
+
+def set_tenant(tenant: str, body: dict[str, Any]) -> Call[TenantOut]:
+    return Call("PUT", f"/api/v1/tenants/{tenant}", model(TenantOut), json=body)
+
+
+def get_tenant(tenant: str) -> Call[TenantOut]:
+    return Call("GET", f"/api/v1/tenants/{tenant}", model(TenantOut))
+
+
+def create_key(tenant: str, user: str, role: str) -> Call[KeyOut]:
+    return Call("POST", f"/api/v1/tenants/{tenant}/keys", model(KeyOut),
+                json={"user": user, "role": role})

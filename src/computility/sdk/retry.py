@@ -1,0 +1,32 @@
+"""When a call is tried again, and how long to wait first.
+
+Every call the SDK makes is safe to repeat: reads are reads, submissions carry an
+Idempotency-Key (a repeat returns the tasks the first one created), uploads are
+content-addressed and a cancel of a cancelled task is a no-op. So a call is retried on a
+transport error and on 429/502/503/504, with exponential backoff and full jitter, honouring
+``Retry-After``.
+"""
+
+from __future__ import annotations
+
+import random
+
+import httpx
+
+RETRY_STATUSES = frozenset({429, 502, 503, 504})
+MAX_PAUSE_S = 10.0
+
+
+def retryable(response: httpx.Response | None, error: Exception | None) -> bool:
+    if error is not None:
+        return isinstance(error, httpx.TransportError)
+    return response is not None and response.status_code in RETRY_STATUSES
+
+
+def pause_s(attempt: int, backoff_s: float, response: httpx.Response | None) -> float:
+    """Seconds before try `attempt + 1` (`attempt` counts from 0)."""
+    if response is not None:
+        after = response.headers.get("Retry-After", "")
+        if after.replace(".", "", 1).isdigit():
+            return min(float(after), MAX_PAUSE_S)
+    return random.uniform(0, min(MAX_PAUSE_S, backoff_s * 2**attempt))
