@@ -19,6 +19,7 @@ from benchmarks import (
     batch_placement,
     control_plane,
     decision_latency,
+    executor_map,
     gavel_heterogeneity,
     lublin_windows,
     million_tasks,
@@ -177,6 +178,18 @@ def _agent_latency(ci: bool) -> str:
     return line
 
 
+def _executor_map(ci: bool) -> str:
+    e = executor_map
+    # A tenth of the inputs (100, two tasks) within twice a tenth of the target time (12 s).
+    inputs = e.TARGET_INPUTS // 10 if ci else e.TARGET_INPUTS
+    result = e.measure(inputs)
+    line = e.summary(result)
+    missed = e.verdict(result, ci)
+    if missed:
+        raise AssertionError(f"{line}: {'; '.join(missed)}")
+    return line
+
+
 BENCHMARKS: dict[str, Callable[[bool], str]] = {
     "lublin_windows": _lublin_windows,
     "accasim_compare": _accasim,
@@ -188,6 +201,7 @@ BENCHMARKS: dict[str, Callable[[bool], str]] = {
     "million_tasks": _million_tasks,
     "control_plane": _control_plane,
     "agent_latency": _agent_latency,
+    "executor_map": _executor_map,
 }
 
 

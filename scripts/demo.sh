@@ -1,14 +1,12 @@
 #!/usr/bin/env bash
-# The README's main job: set up, then place 5,000 seeded synthetic tasks (CPU, GPU and data-heavy,
-# some with deadlines, users in eight cities) on the embedded national network under the four
-# placement policies, print the table and write the report and plots to out/demo/.
-# `--quick` places 1,000 tasks only (CI's smoke run).
+# The README's main job: set up, then `computility demo`: the service on a temporary database,
+# five emulated national clusters joined by a real agent on this machine, a sample workload of
+# real tasks from two tenants, and the summary (where each task ran and why, cost, energy,
+# carbon, the alternatives it beat, the bill per tenant). Extra arguments go to `computility
+# demo` (`--keep` leaves the network running; `--json` prints the summary as JSON).
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 "$root/scripts/setup-dev.sh" >/dev/null
-tasks=5000
-[[ ${1:-} == --quick ]] && tasks=1000
-exec .venv/bin/computility sim --synthetic "$tasks" --seed 7 --network default \
-  --policy balanced,cheapest,fastest,greenest --queue easy --out out/demo
+exec .venv/bin/computility demo "$@"

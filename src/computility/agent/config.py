@@ -17,12 +17,18 @@ sites:
       - {id: cpu, device: XEON-8380, count: 64, price_per_cu_hour: 0.4}
       - {id: a100, device: A100-80GB, count: 8, devices_per_node: 8,
          price_per_cu_hour: 0.6, devices: ["0", "1", "2", "3", "4", "5", "6", "7"]}
+    datasets:                  # data the site holds: tasks' `inputs:` name them
+      - {id: imagenet-mini, size: 150GB, path: /data/imagenet}
 ```
 
 A pool without ``count`` takes what the backend finds (the machine's cores and GPUs; Slurm's
 nodes). An emulated site declares virtual capacity: its tasks are not pinned to cores (there may
 be more declared than exist) and its GPU ids are handed out as declared, so the demo network's
 sites are real processes without real hardware behind each. Errors name the file, line and field.
+
+A dataset's ``size`` is read like a task spec's sizes (``150GB``, ``1.5TiB``, a bare number of
+GB). The control plane learns its id and size at registration, never its ``path``: the path is
+where this agent points a task that reads the dataset (``COMPUTILITY_INPUT_<ID>``).
 """
 
 from __future__ import annotations
@@ -32,9 +38,17 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from computility.domain.errors import BadInput
+from computility.domain.units import parse_size_gb
 from computility.wire.spec import yaml_lines
 
 SLUG = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
@@ -61,6 +75,34 @@ class PoolConfig(_Strict):
         return self
 
 
+class DatasetConfig(_Strict):
+    """A dataset the site holds a full copy of."""
+
+    id: str = Field(pattern=SLUG)
+    size: float = Field(gt=0, le=1e9, allow_inf_nan=False)
+    """GB (10^9 bytes)."""
+    path: Path | None = None
+
+    @field_validator("size", mode="before")
+    @classmethod
+    def _size(cls, value: object) -> float:
+        size = parse_size_gb(value)  # its ValueError says what a size looks like
+        if size <= 0:
+            raise ValueError("a size greater than 0, such as 150GB")
+        return size
+
+    @field_validator("path")
+    @classmethod
+    def _absolute(cls, path: Path | None) -> Path | None:
+        if path is not None and not path.is_absolute():
+            raise ValueError("an absolute path (tasks run in their own work directory)")
+        return path
+
+    def wire(self) -> dict[str, object]:
+        """What registration sends: the id and size; the path stays on this machine."""
+        return {"id": self.id, "size_gb": self.size}
+
+
 class SiteConfig(_Strict):
     id: str = Field(pattern=SLUG)
     region: str = Field(min_length=1, max_length=64)
@@ -74,6 +116,21 @@ class SiteConfig(_Strict):
     backend: BackendName | None = None
     backend_options: dict[str, Any] | None = None
     pools: tuple[PoolConfig, ...] = ()
+    datasets: tuple[DatasetConfig, ...] = Field(default=(), max_length=10_000)
+
+    @field_validator("datasets")
+    @classmethod
+    def _unique_datasets(cls, datasets: tuple[DatasetConfig, ...]) -> tuple[DatasetConfig, ...]:
+        seen: set[str] = set()
+        for d in datasets:
+            if d.id in seen:
+                raise ValueError(f"dataset ids used once each, got '{d.id}' twice")
+            seen.add(d.id)
+        return datasets
+
+    def dataset_paths(self) -> dict[str, str]:
+        """Where each dataset that has a path lies on this machine, by id."""
+        return {d.id: str(d.path) for d in self.datasets if d.path is not None}
 
 
 class AgentConfig(_Strict):

@@ -27,20 +27,33 @@ def default_tasks_root() -> Path:
     return Path(tempfile.gettempdir()) / "computility-tasks"
 
 
+def blocked_at(path: Path, uid: int, gid: int) -> Path | None:
+    """The first place on the way to `path` that user `uid` (group `gid`) cannot pass: a
+    directory it may not search, or `path` itself when it is a file it may not read; None when
+    it can reach it. The owner, group or other bits apply, as the kernel applies them."""
+    target = path.resolve()
+    for place in [*reversed(target.parents), target]:
+        try:
+            st = place.stat()
+        except OSError:
+            return place
+        need = 0o100 if place != target or place.is_dir() else 0o400
+        shift = 0 if st.st_uid == uid else 3 if st.st_gid == gid else 6
+        if not st.st_mode & (need >> shift):
+            return place
+    return None
+
+
 def check_enterable(root: Path, owner: tuple[int, int] | None) -> None:
     """Create `root` and make sure the tasks' user can reach it; ValueError says what blocks."""
     root.mkdir(parents=True, exist_ok=True)
     if owner is None:
         return
-    uid, gid = owner
-    for part in [root, *root.parents]:
-        st = part.stat()
-        ok = (st.st_mode & 0o001 or (st.st_uid == uid and st.st_mode & 0o100)
-              or (st.st_gid == gid and st.st_mode & 0o010))
-        if not ok:
-            raise ValueError(f"tasks root {root}: the tasks' user (uid {uid}) cannot enter "
-                             f"{part} (mode {st.st_mode & 0o777:o}); choose another "
-                             "--tasks-root")
+    part = blocked_at(root, *owner)
+    if part is not None:
+        mode = part.stat().st_mode & 0o777
+        raise ValueError(f"tasks root {root}: the tasks' user (uid {owner[0]}) cannot enter "
+                         f"{part} (mode {mode:o}); choose another --tasks-root")
 
 
 def task_script(run: str, setup: str | None, workdir: Path) -> str:

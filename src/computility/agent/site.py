@@ -120,7 +120,8 @@ class SiteAgent:
                 "electricity_price_per_kwh": self.site.electricity_price_per_kwh,
                 "carbon_kg_per_kwh": self.site.carbon_kg_per_kwh,
                 "pools": [p.wire() for p in self.pools.by_id.values()],
-                "tenants": list(self.site.tenants) if self.site.tenants is not None else None}
+                "tenants": list(self.site.tenants) if self.site.tenants is not None else None,
+                "datasets": [d.wire() for d in self.site.datasets]}
         self.client.set_key(self.provider_key)
         r = self.client.call("POST", "/api/v1/sites", json=body)
         if r.status_code != 201 and r.status_code != 200:
@@ -289,7 +290,7 @@ class SiteAgent:
                                          "pool": held.pool}, spec, site=self.site.id,
                            tasks_root=self.tasks_root, allocation=allocation,
                            device=pool.device, pool_ids=held.ids, owner=self.run_as,
-                           user=self.user)
+                           user=self.user, datasets=self.site.dataset_paths())
             held.run, held.staged_bytes, held.stage_s = (_run_dict(staged.run), staged.bytes,
                                                          staged.seconds)
             held.handle = self.backend.submit(staged.run)

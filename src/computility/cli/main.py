@@ -16,6 +16,7 @@ from typer.exceptions import TyperException
 
 from computility.cli.account import login_command, sites_command, usage_command
 from computility.cli.agent import agent_command
+from computility.cli.demo import demo_command
 from computility.cli.network import network_app
 from computility.cli.run import run_command
 from computility.cli.sim import sim_command
@@ -38,6 +39,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     no_args_is_help=True,
 )
+app.command("demo")(demo_command)
 app.command("run", context_settings={"allow_interspersed_args": False})(run_command)
 app.command("submit")(submit_command)
 app.command("status")(status_command)

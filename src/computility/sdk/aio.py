@@ -18,7 +18,7 @@ import httpx
 
 from computility.sdk import calls
 from computility.sdk.calls import Call
-from computility.sdk.errors import TaskFailed, Unreachable, error_for
+from computility.sdk.errors import TaskFailed, Unreachable
 from computility.sdk.profile import load_profile
 from computility.sdk.retry import pause_s, retryable
 from computility.sdk.specs import SpecLike, load_spec, packed, workdir_to_pack
@@ -28,9 +28,12 @@ from computility.wire.api import (
     AttemptOut,
     Earnings,
     Explanation,
+    KeyOut,
     Quote,
     SiteOut,
+    SiteRegistered,
     TaskOut,
+    TenantOut,
     Usage,
 )
 
@@ -64,6 +67,7 @@ class AsyncClient:
         await self._http.aclose()
 
     async def call(self, call: Call[T]) -> T:
+        """Send one call, retrying where that is safe; its parsed answer or an `ApiError`."""
         for attempt in range(self.retries + 1):
             response: httpx.Response | None = None
             error: Exception | None = None
@@ -80,14 +84,7 @@ class AsyncClient:
             if error is not None:
                 raise Unreachable(f"cannot reach {self.server}: {error}") from None
             assert response is not None
-            if response.status_code not in call.ok:
-                try:
-                    body: Any = response.json()
-                except ValueError:
-                    body = response.text
-                raise error_for(response.status_code, body,
-                                f"{call.method} {call.path}: HTTP {response.status_code}")
-            return call.parse(response)
+            return calls.answer(call, response)
         raise AssertionError("unreachable")
 
     async def _ready(self, spec: SpecLike) -> dict[str, Any]:
@@ -118,12 +115,17 @@ class AsyncClient:
     async def get(self, task_id: int) -> TaskOut:
         return await self.call(calls.get_task(task_id))
 
-    async def tasks(self, state: str | None = None,
-                    name: str | None = None) -> AsyncIterator[TaskOut]:
+    async def tasks(self, state: str | None = None, name: str | None = None,
+                    limit: int | None = None) -> AsyncIterator[TaskOut]:
+        """Every task this key can see (newest first), fetched page by page as iterated."""
         cursor: int | None = None
+        seen = 0
         while True:
             page = await self.call(calls.list_tasks(state, name, PAGE, cursor))
             for t in page.tasks:
+                if limit is not None and seen >= limit:
+                    return
+                seen += 1
                 yield t
             cursor = page.next_cursor
             if not cursor:
@@ -156,6 +158,12 @@ class AsyncClient:
     async def sites(self) -> list[SiteOut]:
         return await self.call(calls.sites())
 
+    async def site(self, site_id: str) -> SiteOut:
+        return await self.call(calls.site(site_id))
+
+    async def register_site(self, body: dict[str, Any]) -> SiteRegistered:
+        return await self.call(calls.register_site(body))
+
     async def usage(self, since: float | None = None, until: float | None = None,
                     tenant: str | None = None) -> Usage:
         return await self.call(calls.usage(tenant, since, until))
@@ -166,6 +174,18 @@ class AsyncClient:
 
     async def whoami(self) -> dict[str, Any]:
         return await self.call(calls.whoami())
+
+    async def create_tenant(self, tenant: str, **limits: float | None) -> TenantOut:
+        return await self.call(calls.create_tenant({"id": tenant, **limits}))
+
+    async def set_tenant(self, tenant: str, **limits: float | None) -> TenantOut:
+        return await self.call(calls.set_tenant(tenant, {"id": tenant, **limits}))
+
+    async def tenant(self, tenant: str) -> TenantOut:
+        return await self.call(calls.get_tenant(tenant))
+
+    async def create_key(self, tenant: str, user: str, role: str = "user") -> KeyOut:
+        return await self.call(calls.create_key(tenant, user, role))
 
 
 class AsyncTask:
@@ -208,6 +228,23 @@ class AsyncTask:
 
     async def logs(self, stream: str = "stdout") -> str:
         return (await self.client.logs(self.id, stream)).decode("utf-8", "replace")
+
+    async def follow(self, stream: str = "stdout") -> AsyncIterator[bytes]:
+        """The log as it grows, chunk by chunk, until the task has ended and all is read."""
+        offset, pause = 0, FIRST_POLL_S
+        while True:
+            ended = self.done
+            chunk = await self.client.logs(self.id, stream, offset)
+            if chunk:
+                offset += len(chunk)
+                pause = FIRST_POLL_S
+                yield chunk
+            elif ended:
+                return
+            else:
+                await asyncio.sleep(pause)
+                pause = next_poll_s(pause)
+                await self.refresh()
 
     async def cancel(self) -> TaskOut:
         self.record = await self.client.cancel(self.id)

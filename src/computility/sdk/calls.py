@@ -13,6 +13,7 @@ from typing import Any, Generic, TypeVar
 import httpx
 from pydantic import BaseModel, TypeAdapter
 
+from computility.sdk.errors import error_for
 from computility.wire.api import (
     AttemptOut,
     Earnings,
@@ -43,6 +44,18 @@ class Call(Generic[T]):
     headers: dict[str, str] = field(default_factory=dict)
     ok: tuple[int, ...] = (200, 201, 204)
     timeout: float | None = None
+
+
+def answer(call: Call[T], response: httpx.Response) -> T:
+    """The parsed answer to `call`, or the `ApiError` its status stands for."""
+    if response.status_code in call.ok:
+        return call.parse(response)
+    try:
+        body: Any = response.json()
+    except ValueError:
+        body = response.text
+    raise error_for(response.status_code, body,
+                    f"{call.method} {call.path}: HTTP {response.status_code}")
 
 
 def model(kind: type[M]) -> Callable[[httpx.Response], M]:

@@ -22,7 +22,7 @@ import httpx
 
 from computility.sdk import calls
 from computility.sdk.calls import Call
-from computility.sdk.errors import Unreachable, error_for
+from computility.sdk.errors import Unreachable
 from computility.sdk.profile import load_profile
 from computility.sdk.retry import pause_s, retryable
 from computility.sdk.specs import SpecLike, load_spec, packed, workdir_to_pack
@@ -93,10 +93,7 @@ class Client:
             if error is not None:
                 raise Unreachable(f"cannot reach {self.server}: {error}") from None
             assert response is not None
-            if response.status_code not in call.ok:
-                raise error_for(response.status_code, _body(response),
-                                f"{call.method} {call.path}: HTTP {response.status_code}")
-            return call.parse(response)
+            return calls.answer(call, response)
         raise AssertionError("unreachable")  # the loop always returns or raises
 
     # ---------------------------------------------------------------- tasks
@@ -210,19 +207,11 @@ class Client:
 
     # ---------------------------------------------------------------- executor
 
-    def executor(self, *, chunksize: int = 50, max_pending: int = 64,
-                 **resources: Any) -> NetworkExecutor:
+    def executor(self, *, chunksize: int = 50, **resources: Any) -> NetworkExecutor:
         """A `concurrent.futures.Executor` running Python callables on the network, each
         call (or chunk of `map`) a task with these `resources` (``cpus=2``,
         ``memory="4GB"``, ``accelerators="A100:1"``, ``policy="cheapest"``, …)."""
         from computility.sdk.executor import NetworkExecutor
 
-        return NetworkExecutor(self, chunksize=chunksize, max_pending=max_pending,
-                               **resources)
+        return NetworkExecutor(self, chunksize=chunksize, **resources)
 
-
-def _body(response: httpx.Response) -> Any:
-    try:
-        return response.json()
-    except ValueError:
-        return response.text

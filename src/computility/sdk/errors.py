@@ -44,13 +44,15 @@ class Unreachable(ComputilityError):
 
 
 class TaskFailed(ComputilityError):
-    """A task ended in a state other than `succeeded` where a result was expected."""
+    """A task ended in a state other than `succeeded` where a result was expected; `detail`
+    (the end of its stderr, where the SDK fetched it) says why without another request."""
 
-    def __init__(self, task: Any) -> None:
-        self.task = task
+    def __init__(self, task: Any, detail: str = "") -> None:
+        self.task, self.detail = task, detail
         why = f": {task.reason}" if getattr(task, "reason", None) else ""
         code = f" (exit {task.exit_code})" if getattr(task, "exit_code", None) else ""
-        super().__init__(f"task {task.id} {task.state}{code}{why}")
+        more = f"\n{detail}" if detail else ""
+        super().__init__(f"task {task.id} {task.state}{code}{why}{more}")
 
 
 class VersionMismatchError(ComputilityError):

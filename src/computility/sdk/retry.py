@@ -3,8 +3,10 @@
 Every call the SDK makes is safe to repeat: reads are reads, submissions carry an
 Idempotency-Key (a repeat returns the tasks the first one created), uploads are
 content-addressed and a cancel of a cancelled task is a no-op. So a call is retried on a
-transport error and on 429/502/503/504, with exponential backoff and full jitter, honouring
-``Retry-After``.
+transport error and on 429/502/503/504, with exponential backoff and "equal" jitter (half of
+each pause fixed, half random), honouring ``Retry-After``. Half fixed, so that the default four
+retries span at least about two seconds — long enough to ride out a service that is restarting —
+while clients that failed together still spread out when they come back.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ MAX_PAUSE_S = 10.0
 
 
 def retryable(response: httpx.Response | None, error: Exception | None) -> bool:
+    """Whether this outcome of a try is worth another: the service was away or overloaded."""
     if error is not None:
         return isinstance(error, httpx.TransportError)
     return response is not None and response.status_code in RETRY_STATUSES
@@ -29,4 +32,5 @@ def pause_s(attempt: int, backoff_s: float, response: httpx.Response | None) -> 
         after = response.headers.get("Retry-After", "")
         if after.replace(".", "", 1).isdigit():
             return min(float(after), MAX_PAUSE_S)
-    return random.uniform(0, min(MAX_PAUSE_S, backoff_s * 2**attempt))
+    step = min(MAX_PAUSE_S, backoff_s * 2.0**attempt)
+    return step / 2 + random.uniform(0, step / 2)

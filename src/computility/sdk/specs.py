@@ -24,8 +24,9 @@ SpecLike = dict[str, Any] | str | os.PathLike[str]
 def load_spec(spec: SpecLike) -> tuple[dict[str, Any], Path]:
     """The spec as a checked mapping, and the directory its relative ``workdir`` is under."""
     if isinstance(spec, dict):
-        task_spec_from_mapping(spec)
-        return dict(spec), Path.cwd()
+        data = json_safe(_plain(spec))
+        task_spec_from_mapping(data)
+        return data, Path.cwd()
     if isinstance(spec, os.PathLike) or (isinstance(spec, str) and "\n" not in spec
                                           and spec.endswith((".yaml", ".yml"))):
         path = Path(spec)
@@ -37,6 +38,17 @@ def load_spec(spec: SpecLike) -> tuple[dict[str, Any], Path]:
         return _mapping(text), path.resolve().parent
     parse_task_spec(spec, "task spec")
     return _mapping(spec), Path.cwd()
+
+
+def _plain(value: Any) -> Any:
+    """Paths as strings, tuples as lists: a spec written in Python, made ready for JSON."""
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
 
 
 def _mapping(text: str) -> dict[str, Any]:

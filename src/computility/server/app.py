@@ -263,6 +263,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     app.state.first_key = first_key
     app.state.loop = None
     app.state.closing = False
+    app.state.leaving_sites = set()  # sites whose agent said it is leaving (api.agent)
     app.state.wake_leases = None
     install_errors(app)
     for router in (tasks.router, sites.router, agent.router, admin.router):

@@ -14,6 +14,11 @@ Choices made here (see docs/control-plane.md):
 - An accelerator request with several choices is placed on the devices of every choice whose
   count equals the first choice's count (the workload model has one device count per task).
 - Time 0 of the cost model is `EPOCH`; a price at wall time ``t`` reads the curves at ``t``.
+- A dataset is held by every registered site that declares it (online or not: a site that is
+  away keeps its disks), at the largest size any of them declares. A task reads its spec's first
+  input: ``residency: local`` keeps it to the holders; ``residency: any`` may run elsewhere and
+  is charged the cost model's transfer (time before the start, egress on the bill). A dataset no
+  site holds makes the task wait, as the core's feasibility rules it out everywhere.
 """
 
 from __future__ import annotations
@@ -26,9 +31,9 @@ from typing import Any, NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from computility.domain.cost import CostModel, Price
+from computility.domain.cost import CostModel, Price, Transfer
 from computility.domain.devices import DeviceType, default_catalogue
-from computility.domain.network import Network
+from computility.domain.network import Dataset, Network
 from computility.domain.site import MILLI, Pool, Site
 from computility.domain.speed import SpeedModel
 from computility.domain.throughput import default_throughput_table
@@ -62,6 +67,8 @@ class SiteRow:
     carbon_curve: tuple[float, ...] | None
     allowed_tenants: frozenset[str] | None
     online: bool
+    datasets: tuple[tuple[str, float], ...] = ()
+    """(id, GB) of each dataset the site holds."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +97,8 @@ class Demand(NamedTuple):
     location: str | None
     rules: dict[str, Any] | None
     precision: str
+    dataset: str | None = None
+    data_local: bool = False
 
 
 def demand_of(spec: TaskSpec) -> Demand:
@@ -122,10 +131,14 @@ def demand_of(spec: TaskSpec) -> Demand:
         rules["exclude_sites"] = sorted(p.exclude_sites)
     if p.max_latency_ms is not None:
         rules["max_latency_ms"] = p.max_latency_ms
+    # The workload model reads one dataset per task: the first input.
+    data = spec.inputs[0] if spec.inputs else None
     return Demand(
         cpus=r.cpus, gpu_milli=gpu_milli, devices=devices, run_s=min(run, timeout),
         timeout_s=timeout, ref_device=ref, policy=p.policy, location=p.user_location,
         rules=rules or None, precision=r.precision,
+        dataset=data.dataset if data else None,
+        data_local=data is not None and data.residency == "local",
     )
 
 
@@ -173,8 +186,17 @@ class LiveNetwork:
             kept.append(s)
         self.sites = tuple(kept)
         self.empty = not built
+        holders: dict[str, list[str]] = {}
+        self.dataset_gb: dict[str, float] = {}
+        """GB of each dataset some registered site holds (the largest size declared)."""
+        for s in kept:
+            for name, size in s.datasets:
+                holders.setdefault(name, []).append(s.id)
+                self.dataset_gb[name] = max(size, self.dataset_gb.get(name, 0.0))
         self.network = Network(
             name="live", regions=base.regions, sites=tuple(built), links=base.links,
+            datasets=tuple(Dataset(name, self.dataset_gb[name], tuple(sorted(ids)))
+                           for name, ids in sorted(holders.items())),
             demand=base.demand, currency=base.currency,
             utc_offset_minutes=base.utc_offset_minutes,
             intra_region_latency_ms=base.intra_region_latency_ms,
@@ -221,7 +243,8 @@ class LiveNetwork:
             ids, [d.cpus for d in demands], [d.gpu_milli for d in demands],
             [d.devices for d in demands], [d.run_s for d in demands],
             [d.timeout_s for d in demands], [d.ref_device for d in demands],
-            [d.location for d in demands], tenants, now_ts)
+            [d.location for d in demands], tenants, now_ts,
+            [d.dataset for d in demands], [d.data_local for d in demands])
 
     def workload_from_columns(
         self,
@@ -235,8 +258,14 @@ class LiveNetwork:
         location: Sequence[str | None],
         tenants: Sequence[str],
         now_ts: float,
+        dataset: Sequence[str | None] | None = None,
+        data_local: Sequence[bool] | None = None,
     ) -> Workload:
-        """`workload` from per-task columns (a scheduling cycle reads them so)."""
+        """`workload` from per-task columns (a scheduling cycle reads them so).
+
+        `dataset` names each task's input (None: none) and `data_local` whether it may not move;
+        its size is the registered one (0 for a dataset no site holds: it runs nowhere anyway).
+        """
         sets: dict[tuple[str, ...] | None, int] = {None: ANY_GPU}
         refs: dict[str | None, int] = {None: NO_INDEX}
         locs: dict[str | None, int] = {None: NO_INDEX}
@@ -248,6 +277,13 @@ class LiveNetwork:
         ten = [tenant_names.setdefault(t, len(tenant_names)) for t in tenants]
         del sets[None], refs[None]
         n = len(ids)
+        names: dict[str | None, int] = {None: NO_INDEX}
+        data = [NO_INDEX] * n if dataset is None else [
+            names[x] if x in names else names.setdefault(x, len(names) - 1) for x in dataset]
+        del names[None]
+        sizes = self.dataset_gb
+        data_gb = [0.0] * n if dataset is None else [sizes.get(x, 0.0) if x else 0.0
+                                                     for x in dataset]
         now = cost_time(now_ts)
         return Workload.from_columns(
             "live",
@@ -265,6 +301,11 @@ class LiveNetwork:
             locations=self.location_ids,
             ref_device=np.asarray(ref, np.int32),
             ref_devices=tuple(k for k in refs if k is not None),
+            dataset=np.asarray(data, np.int32),
+            datasets=tuple(k for k in names if k is not None),
+            data_gb=np.asarray(data_gb, np.float64),
+            data_local=np.zeros(n, np.bool_) if data_local is None
+            else np.asarray(data_local, np.bool_),
         )
 
     def speed(self, workload: Workload) -> SpeedModel:
@@ -279,12 +320,40 @@ class LiveNetwork:
 
     def price(
         self, pools: Iterable[int], units: Iterable[int], run_s: Iterable[float], start_ts: float,
-        gb_moved: float = 0.0,
+        move: Transfer | None = None,
     ) -> Price:
+        """What running there costs; with `move`, plus the egress of moving the input there."""
         return self.cost.price(
             np.fromiter(pools, np.int64), np.fromiter(units, np.int64),
-            np.fromiter(run_s, np.float64), cost_time(start_ts), gb_moved, 0.0,
+            np.fromiter(run_s, np.float64), cost_time(start_ts),
+            0.0 if move is None else move.moved_gb, 0.0 if move is None else move.egress_per_gb,
         )
+
+    def data_move(self, dataset: str | None, local: bool, pools: Sequence[int]) -> Transfer:
+        """Moving a task's input to each of `pools` from the nearest copy, as placement prices
+        it (the cost model's transfer). Nothing moves for a task without a dataset, for
+        ``residency: local`` data (it runs only where a copy is), or for data no site holds."""
+        n = len(pools)
+        rows = np.asarray(pools, np.int64)
+        if dataset is None or local or dataset not in self.dataset_gb or n == 0:
+            return Transfer(np.full(n, NO_INDEX, np.int64), np.zeros(n), np.zeros(n),
+                            np.zeros(n))
+        net = self.network
+        holders = sorted({net.region_index(net.site(s).region)
+                          for s in net.dataset(dataset).sites})
+        return self.cost.transfer(holders, self.cost.pool_region[rows], self.dataset_gb[dataset])
+
+    def dataset_reason(self, d: Demand) -> str | None:
+        """Why a task's input keeps it from every site, in a user's words (None: it does not)."""
+        if d.dataset is None:
+            return None
+        if d.dataset not in self.dataset_gb:
+            return f"dataset '{d.dataset}' is not held by any site"
+        if d.data_local:
+            holders = ", ".join(self.network.dataset(d.dataset).sites)
+            return (f"dataset '{d.dataset}' may not move (residency: local), and no site "
+                    f"holding it ({holders}) can take this task")
+        return None
 
 
 @dataclass(frozen=True, slots=True)

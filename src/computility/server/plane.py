@@ -95,6 +95,7 @@ class ControlPlane:
                     frozenset(r["allowed_tenants"]) if r["allowed_tenants"] is not None else None
                 ),
                 online=bool(r["online"]),
+                datasets=tuple((d["id"], float(d["size_gb"])) for d in r["datasets"] or ()),
             )
             for r in site_rows
         ]

@@ -22,7 +22,7 @@ import threading
 import time
 from collections import defaultdict, deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -59,7 +59,8 @@ class CycleReport:
 PENDING_SQL = (
     "SELECT id, version, state, tenant_id, policy, cpus, gpu_milli, "
     "NULLIF(CAST(devices AS TEXT), 'null'), run_s, timeout_s, ref_device, location, "
-    "NULLIF(CAST(rules AS TEXT), 'null'), max_price_micro, precision, reason FROM tasks "
+    "NULLIF(CAST(rules AS TEXT), 'null'), max_price_micro, precision, reason, dataset, "
+    "data_local FROM tasks "
     "WHERE state IN ('pending', 'held') ORDER BY id"
 )
 """JSON columns come back as text, NULL where the JSON is null (stored either way), so only
@@ -87,6 +88,8 @@ class Pending:
     max_price: list[int | None]
     precision: list[str]
     reason: list[str | None]
+    dataset: list[str | None]
+    data_local: list[bool]
 
     @classmethod
     def read(cls, conn: Any) -> Pending:
@@ -98,10 +101,11 @@ class Pending:
         finally:
             cursor.close()
         if not rows:
-            return cls(*([] for _ in range(16)))
+            return cls(*([] for _ in fields(cls)))
         cols = [list(c) for c in zip(*rows, strict=True)]
         cols[7] = [None if v is None else tuple(json.loads(v)) for v in cols[7]]
         cols[12] = [None if v is None else json.loads(v) for v in cols[12]]
+        cols[17] = [bool(v) for v in cols[17]]  # SQLite answers 0 / 1
         return cls(*cols)
 
     def __len__(self) -> int:
@@ -110,7 +114,7 @@ class Pending:
     def demand(self, i: int) -> Demand:
         return Demand(self.cpus[i], self.gpu_milli[i], self.devices[i], self.run_s[i],
                       self.timeout_s[i], self.ref_device[i], self.policy[i], self.location[i],
-                      self.rules[i], self.precision[i])
+                      self.rules[i], self.precision[i], self.dataset[i], self.data_local[i])
 
 
 HOUSEKEEPING_S = 1.0
@@ -200,7 +204,8 @@ def _place(live: LiveNetwork, rows: Pending, free: np.ndarray, now: float) -> np
     tenants = rows.tenant
     workload = live.workload_from_columns(
         list(range(len(rows))), rows.cpus, rows.gpu_milli, rows.devices, rows.run_s,
-        rows.timeout_s, rows.ref_device, rows.location, tenants, now)
+        rows.timeout_s, rows.ref_device, rows.location, tenants, now, rows.dataset,
+        rows.data_local)
     position = np.empty(len(rows), np.int64)
     position[workload.ids] = np.arange(len(rows))  # workload row of each task row
     rules = {}

@@ -14,7 +14,6 @@ stated run.
 from __future__ import annotations
 
 import random
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -24,57 +23,25 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import uvicorn
 
-from computility.server.app import begin_shutdown, create_app
+from computility.server.embedded import EmbeddedServer, free_port
 from computility.server.settings import Settings
 from computility.wire.spec import task_spec_from_mapping
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+__all__ = ["FakeAgent", "FakeRun", "LocalControlPlane", "answers", "free_port",
+           "local_control_plane", "new_tenant", "wait_until"]
 
 
-class LocalControlPlane:
-    """The service on 127.0.0.1 in this process; `stop` shuts it down cleanly."""
-
-    def __init__(self, settings: Settings, port: int | None = None) -> None:
-        self.settings = settings
-        self.app = create_app(settings)
-        self.admin_key: str = self.app.state.first_key or ""
-        self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning",
-                                lifespan="on", timeout_graceful_shutdown=2)
-        self.server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self.server.run, name="control-plane",
-                                        daemon=True)
+class LocalControlPlane(EmbeddedServer):
+    """The service on 127.0.0.1 in this process, with an httpx client for the tests."""
 
     def start(self) -> LocalControlPlane:
-        self._thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError("the control plane did not start")
-            time.sleep(0.02)
+        super().start()
         return self
-
-    def stop(self) -> None:
-        begin_shutdown(self.app)
-        self.server.should_exit = True
-        self._thread.join(timeout=30)
-        self.app.state.plane.engine.dispose()
 
     def client(self, key: str | None = None, timeout: float = 60.0) -> httpx.Client:
         headers = {"Authorization": f"Bearer {key or self.admin_key}"}
         return httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
-
-    @property
-    def plane(self) -> Any:
-        return self.app.state.plane
 
 
 @contextmanager

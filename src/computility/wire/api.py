@@ -59,6 +59,10 @@ class TaskOut(Reply):
     quote_max: float | None = None
     cost: float = 0.0
     currency: str = "CNY"
+    energy_kwh: float = 0.0
+    """Energy its attempts were billed for (kWh, PUE included)."""
+    carbon_kg: float = 0.0
+    """Carbon its attempts were billed for (kg CO2e)."""
     spec: dict[str, Any] | None = None
 
 
@@ -88,6 +92,10 @@ class Candidate(Reply):
     free_now: bool
     score: float | None = None
     chosen: bool = False
+    # The task's `residency: any` dataset, moved from the nearest copy to run here (the cost
+    # model's transfer; 0 where the site's region holds a copy). `price` includes its egress.
+    transfer_s: float = 0.0
+    moved_gb: float = 0.0
 
 
 class Quote(Reply):
@@ -136,6 +144,15 @@ class PoolIn(Request):
     price_per_cu_hour: float = Field(ge=0, le=1e6, allow_inf_nan=False)
 
 
+class DatasetIn(Request):
+    """A dataset a site holds a full copy of. Where it lies on disk stays with the agent: the
+    service needs only the name (what task specs' ``inputs:`` refer to) and the size (what
+    moving it elsewhere costs)."""
+
+    id: str = Field(pattern=SLUG)
+    size_gb: float = Field(gt=0, le=1e9, allow_inf_nan=False)
+
+
 class SiteIn(Request):
     id: str = Field(pattern=SLUG)
     region: str = Field(min_length=1, max_length=64)
@@ -147,6 +164,7 @@ class SiteIn(Request):
     carbon_kg_per_kwh: float | None = Field(default=None, ge=0, le=5)
     pools: list[PoolIn] = Field(min_length=1, max_length=256)
     tenants: list[str] | None = None
+    datasets: list[DatasetIn] = Field(default_factory=list, max_length=10_000)
 
 
 class PoolOut(Reply):
@@ -158,6 +176,11 @@ class PoolOut(Reply):
     free: float
 
 
+class DatasetOut(Reply):
+    id: str
+    size_gb: float
+
+
 class SiteOut(Reply):
     id: str
     owner: str
@@ -167,6 +190,7 @@ class SiteOut(Reply):
     last_seen_at: float | None
     pools: list[PoolOut]
     tenants: list[str] | None = None
+    datasets: list[DatasetOut] = Field(default_factory=list)
 
 
 class SiteRegistered(Reply):

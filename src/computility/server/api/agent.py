@@ -38,8 +38,17 @@ POLL_S = 0.5
 
 
 @router.post("/heartbeat", response_model=HeartbeatReply)
-def heartbeat(body: Heartbeat, who: Caller, plane: Plane) -> HeartbeatReply:
-    return retrying(sites.heartbeat, plane, who, body)
+def heartbeat(body: Heartbeat, who: Caller, plane: Plane, request: Request) -> HeartbeatReply:
+    reply = retrying(sites.heartbeat, plane, who, body)
+    leaving: set[str] = request.app.state.leaving_sites
+    if body.leaving and who.site:
+        # The agent is shutting down: its open long poll ends now rather than at its timeout,
+        # so the agent stops in milliseconds.
+        leaving.add(who.site)
+        request.app.state.wake_leases()
+    else:
+        leaving.discard(who.site or "")
+    return reply
 
 
 @router.post("/lease", response_model=Leases)
@@ -53,6 +62,7 @@ async def lease(body: LeaseRequest, who: Caller, plane: Plane, request: Request)
         stop = await run_in_threadpool(attempts.to_cancel, plane, who, body.stopping)
         left = deadline - time.monotonic()
         if (got or stop or left <= 0 or request.app.state.closing
+                or who.site in request.app.state.leaving_sites
                 or await request.is_disconnected()):
             return Leases(leases=got, ttl_s=plane.settings.lease_ttl_s, cancel=stop)
         wake.clear()

@@ -86,6 +86,8 @@ sites = Table(
     Column("electricity_curve", JSON, nullable=True),
     Column("carbon_curve", JSON, nullable=True),
     Column("allowed_tenants", JSON, nullable=True),  # null: every tenant
+    # [{"id": ..., "size_gb": ...}] the site holds a full copy of (null: none); no paths.
+    Column("datasets", JSON, nullable=True),
     Column("registered_at", Float, nullable=False),
     Column("last_seen_at", Float, nullable=True),
     Column("online", Boolean, nullable=False, default=False),
@@ -130,6 +132,9 @@ tasks = Table(
     Column("precision", String(8), nullable=False, default="fp32"),
     Column("location", String(64), nullable=True),  # the user's location id
     Column("rules", JSON, nullable=True),  # regions / sites / owners / exclusions / latency
+    # The spec's first input: the dataset the scheduler places by, and whether it may move.
+    Column("dataset", String(64), nullable=True),
+    Column("data_local", Boolean, nullable=False, default=False),
     Column("retries", Integer, nullable=False),
     Column("user_failures", Integer, nullable=False, default=0),
     Column("infra_failures", Integer, nullable=False, default=0),

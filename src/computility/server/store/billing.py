@@ -5,6 +5,12 @@ The entry is priced by the same `CostModel` the scheduler and the simulator use 
 that ends the attempt. The ledger's unique ``attempt_id`` makes a second entry for one attempt
 impossible whatever a retried report or a restarted server does. Attempts ended by the
 infrastructure (lost leases, sites gone) are never billed.
+
+Network money is the move of the task's ``residency: any`` dataset to a site whose region holds
+no copy: the dataset's size over the link from the nearest copy, at that link's egress price,
+exactly as placement and quotes price it (`LiveNetwork.data_move`). The agent does not move those
+bytes (its ``gb_moved`` counts what it staged from the control plane, which is free), so the
+model's move is added to it; a run that matches its quote is billed the quoted amount.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from computility.domain.money import from_micro
 from computility.domain.site import MILLI
 from computility.server.auth import Identity
 from computility.server.db import schema as db
-from computility.server.live import Bill, bills
+from computility.server.live import Bill, LiveNetwork, bills
 from computility.server.plane import ControlPlane
 from computility.server.problems import forbidden
 from computility.server.store.pricing import period_start
@@ -28,22 +34,28 @@ from computility.wire.api import Earnings, SiteEarnings, Usage
 
 
 def price_attempts(
-    plane: ControlPlane, attempts: Sequence[Mapping[str, Any]], run_s: Sequence[float]
+    plane: ControlPlane, attempts: Sequence[Mapping[str, Any]], run_s: Sequence[float],
+    tasks: Sequence[Mapping[str, Any]],
 ) -> list[Bill | None]:
-    """What each attempt costs for `run_s` seconds from its start (None: its pool is gone)."""
+    """What each attempt (of the task at the same position) costs for `run_s` seconds from its
+    start (None: its pool is gone)."""
     live = plane.live()
-    out: list[Bill | None] = []
-    for a, run in zip(attempts, run_s, strict=True):
-        row = live.pool_row(a["site_id"], a["pool_id"])
-        if row is None:
-            out.append(None)
-            continue
-        start = a["started_at"] or a["leased_at"]
-        price = live.price([row], [a["units"]], [run], start, float(a["gb_moved"] or 0.0))
-        device_hours = a["units"] * run / 3600.0 / (1 if live.network.arrays.pool_is_cpu[row]
-                                                     else MILLI)
-        out.append(bills(price, np.array([device_hours]))[0])
-    return out
+    return [_priced(live, a, run, t)[0] for a, run, t in zip(attempts, run_s, tasks, strict=True)]
+
+
+def _priced(
+    live: LiveNetwork, a: Mapping[str, Any], run_s: float, task: Mapping[str, Any]
+) -> tuple[Bill | None, float]:
+    """The attempt's bill (None: its pool is gone) and the GB of input moved to its site."""
+    row = live.pool_row(a["site_id"], a["pool_id"])
+    if row is None:
+        return None, 0.0
+    move = live.data_move(task["dataset"], bool(task["data_local"]), [row])
+    start = a["started_at"] or a["leased_at"]
+    price = live.price([row], [a["units"]], [run_s], start, move)
+    device_hours = a["units"] * run_s / 3600.0 / (1 if live.network.arrays.pool_is_cpu[row]
+                                                  else MILLI)
+    return bills(price, np.array([device_hours]))[0], float(move.moved_gb[0])
 
 
 def bill(
@@ -51,8 +63,8 @@ def bill(
     run_s: float, now: float,
 ) -> int:
     """Insert the attempt's ledger entry; returns the amount in micro-units."""
-    figures = price_attempts(plane, [attempt], [run_s])[0]
     live = plane.live()
+    figures, data_gb = _priced(live, attempt, run_s, task)
     row = live.pool_row(attempt["site_id"], attempt["pool_id"])
     owner = live.network.site(attempt["site_id"]).owner if row is not None else ""
     device = live.devices[row].id if row is not None else ""
@@ -63,7 +75,8 @@ def bill(
         site_id=attempt["site_id"], owner_tenant_id=owner, device=device,
         precision=task["precision"], run_s=run_s, cu_hours=figures.cu_hours,
         device_hours=figures.device_hours, kwh=figures.kwh, carbon_kg=figures.carbon_kg,
-        gb_moved=float(attempt["gb_moved"] or 0.0), compute_micro=figures.compute_micro,
+        gb_moved=float(attempt["gb_moved"] or 0.0) + data_gb,
+        compute_micro=figures.compute_micro,
         energy_micro=figures.energy_micro, network_micro=figures.network_micro,
         total_micro=figures.total_micro, created_at=now,
     ))

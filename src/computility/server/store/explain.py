@@ -45,7 +45,8 @@ def _candidates(
         Candidate(site=q.site, pool=q.pool, device=q.device, region=q.region, run_s=q.run_s,
                   price=from_micro(q.price_micro), max_price=from_micro(q.max_micro),
                   carbon_kg=q.carbon_kg, energy_kwh=q.kwh, free_now=q.free_now,
-                  score=scores.get(q.row), chosen=(q.site, q.pool) == chosen)
+                  score=scores.get(q.row), chosen=(q.site, q.pool) == chosen,
+                  transfer_s=q.transfer_s, moved_gb=q.moved_gb)
         for q in sorted(lines, key=lambda q: (scores.get(q.row, float("inf")), q.price_micro))
     ]
 
@@ -60,7 +61,8 @@ def quote(plane: ControlPlane, who: Identity, spec: TaskSpec) -> Quote:
     if live.empty:
         reason = "no site is registered yet: a submitted task waits as pending"
     elif not lines:
-        reason = "no online site the tenant may use has a pool that can hold this task"
+        reason = live.dataset_reason(d) or (
+            "no online site the tenant may use has a pool that can hold this task")
     return Quote(
         currency=plane.currency, run_s=d.run_s, timeout_s=d.timeout_s,
         candidates=_candidates(lines, scores, (None, None)),
@@ -74,6 +76,7 @@ def _row_demand(row: dict[str, Any]) -> Demand:
         devices=tuple(row["devices"]) if row["devices"] else None, run_s=row["run_s"],
         timeout_s=row["timeout_s"], ref_device=row["ref_device"], policy=row["policy"],
         location=row["location"], rules=row["rules"], precision=row["precision"],
+        dataset=row["dataset"], data_local=bool(row["data_local"]),
     )
 
 
@@ -90,8 +93,9 @@ def explain(plane: ControlPlane, who: Identity, task_id: int) -> Explanation:
         if live.empty:
             reason = "no site is registered yet"
         elif not lines:
-            reason = ("no online site the tenant may use has a pool that can hold it "
-                      f"({task_store.describe_need(row)})")
+            reason = live.dataset_reason(d) or (
+                "no online site the tenant may use has a pool that can hold it "
+                f"({task_store.describe_need(row)})")
         elif not any(q.free_now for q in lines):
             reason = (f"waiting for room: all {len(lines)} candidate pools are full "
                       f"(best: {lines[0].site}/{lines[0].pool})")

@@ -1,9 +1,11 @@
 """Quotes and the budget period: what a task would cost where, from the same cost model as bills.
 
 A quote lists every candidate pool (the task fits a node there, the site lets the tenant in, the
-spec's placement rules allow it) with the expected run there (the estimate scaled by the speed
-model), its price, its maximum (a run of the whole timeout) and its energy and carbon. Tasks with
-the same demand share one computation, so quoting a batch of 10^4 alike tasks costs one.
+spec's placement rules allow it, a ``residency: local`` input is held there) with the expected
+run there (the estimate scaled by the speed model), its price, its maximum (a run of the whole
+timeout) and its energy and carbon. Where a ``residency: any`` input must move to the site, the
+line shows the transfer's seconds and GB, and both price and maximum include its egress. Tasks
+with the same demand share one computation, so quoting a batch of 10^4 alike tasks costs one.
 """
 
 from __future__ import annotations
@@ -34,11 +36,13 @@ class QuoteLine:
     kwh: float
     carbon_kg: float
     free_now: bool
+    transfer_s: float = 0.0
+    moved_gb: float = 0.0
 
 
 def _key(d: Demand) -> tuple[object, ...]:
     return (d.cpus, d.gpu_milli, d.devices, d.ref_device, d.run_s, d.timeout_s,
-            repr(d.rules), d.location, d.precision)
+            repr(d.rules), d.location, d.precision, d.dataset, d.data_local)
 
 
 def quote_rows(
@@ -86,9 +90,12 @@ def quote_rows(
         units = np.where(arrays.pool_is_cpu[pools], d.cpus, d.gpu_milli).astype(np.int64)
         factor = speed.factors[speed.task_class[t], pools]
         run = np.minimum(d.run_s * factor, d.timeout_s)
-        expected = bills(live.price(pools.tolist(), units.tolist(), run.tolist(), now_ts), 0.0)
+        move = live.data_move(d.dataset, d.data_local, pools.tolist())
+        expected = bills(
+            live.price(pools.tolist(), units.tolist(), run.tolist(), now_ts, move), 0.0)
         longest = bills(
-            live.price(pools.tolist(), units.tolist(), [d.timeout_s] * len(pools), now_ts), 0.0
+            live.price(pools.tolist(), units.tolist(), [d.timeout_s] * len(pools), now_ts, move),
+            0.0,
         )
         lines = []
         for j, p in enumerate(pools.tolist()):
@@ -100,6 +107,7 @@ def quote_rows(
                 max_micro=longest[j].total_micro, kwh=expected[j].kwh,
                 carbon_kg=expected[j].carbon_kg,
                 free_now=bool(live.online[p]) and with_free[p] >= units[j],
+                transfer_s=float(move.seconds[j]), moved_gb=float(move.moved_gb[j]),
             ))
         lines.sort(key=lambda q: (q.price_micro, q.row))
         computed.append(lines)

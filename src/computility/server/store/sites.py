@@ -16,7 +16,14 @@ from computility.server.auth import Identity, new_key
 from computility.server.db import schema as db
 from computility.server.plane import ControlPlane
 from computility.server.problems import conflict, forbidden, invalid, not_found
-from computility.wire.api import Heartbeat, HeartbeatReply, PoolOut, SiteIn, SiteOut
+from computility.wire.api import (
+    DatasetOut,
+    Heartbeat,
+    HeartbeatReply,
+    PoolOut,
+    SiteIn,
+    SiteOut,
+)
 
 
 def register(plane: ControlPlane, who: Identity, site: SiteIn) -> tuple[SiteOut, str]:
@@ -49,6 +56,7 @@ def register(plane: ControlPlane, who: Identity, site: SiteIn) -> tuple[SiteOut,
             "devices_per_node": p.devices_per_node,
             "price_micro_per_cu_hour": to_micro(p.price_per_cu_hour), "free_units": units,
         })
+    datasets = _datasets(site)
     local = [s for s in base.sites if s.region == site.region]
     region = regions[site.region]
     elec_curve = list(local[0].electricity_price_curve) if local else None
@@ -68,7 +76,7 @@ def register(plane: ControlPlane, who: Identity, site: SiteIn) -> tuple[SiteOut,
         "pue": site.pue, "electricity_price_micro": elec, "carbon_kg_per_kwh": carbon,
         "electricity_curve": elec_curve, "carbon_curve": carbon_curve,
         "allowed_tenants": sorted(site.tenants) if site.tenants is not None else None,
-        "last_seen_at": now, "online": True,
+        "datasets": datasets, "last_seen_at": now, "online": True,
     }
     key_id, key, secret_hash = new_key()
     with plane.write() as conn:
@@ -106,6 +114,19 @@ def register(plane: ControlPlane, who: Identity, site: SiteIn) -> tuple[SiteOut,
     plane.sites_changed()
     plane.wake_scheduler.set()
     return get(plane, who, site.id), key
+
+
+def _datasets(site: SiteIn) -> list[dict[str, Any]]:
+    """The datasets a site declares, as stored: names and sizes (the agent keeps the paths)."""
+    out: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for i, d in enumerate(site.datasets):
+        if d.id in seen:
+            raise invalid(f"datasets[{i}].id",
+                          f"a dataset id not used twice in the site, got '{d.id}'")
+        seen.add(d.id)
+        out.append({"id": d.id, "size_gb": d.size_gb})
+    return out
 
 
 def visible(who: Identity) -> Any:
@@ -157,6 +178,7 @@ def list_sites(plane: ControlPlane, who: Identity, only: str | None = None) -> l
             online=bool(r["online"]), last_seen_at=r["last_seen_at"],
             pools=by_site.get(r["id"], []),
             tenants=allowed if who.role != "user" else None,
+            datasets=[DatasetOut(id=d["id"], size_gb=d["size_gb"]) for d in r["datasets"] or ()],
         ))
     return out
 
@@ -258,7 +280,7 @@ def _to_stop(
 
     tasks = {t["id"]: t for t in conn.execute(
         select(db.tasks.c.id, db.tasks.c.cancel_requested, db.tasks.c.max_price_micro,
-               db.tasks.c.version)
+               db.tasks.c.version, db.tasks.c.dataset, db.tasks.c.data_local)
         .where(db.tasks.c.id.in_(task_ids))).mappings()}
     attempts = conn.execute(select(db.attempts).where(db.attempts.c.id.in_(attempt_ids))
                             ).mappings().all()
@@ -266,7 +288,8 @@ def _to_stop(
     priced = [a for a in attempts if tasks[a["task_id"]]["max_price_micro"] is not None
               and not tasks[a["task_id"]]["cancel_requested"]]
     if priced:
-        figures = price_attempts(plane, priced, [run_s.get(a["id"], 0.0) for a in priced])
+        figures = price_attempts(plane, priced, [run_s.get(a["id"], 0.0) for a in priced],
+                                 [tasks[a["task_id"]] for a in priced])
         for a, bill in zip(priced, figures, strict=True):
             task = tasks[a["task_id"]]
             if bill is not None and bill.total_micro >= task["max_price_micro"]:

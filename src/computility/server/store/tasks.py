@@ -4,10 +4,17 @@ A submission is checked whole before anything is written: every spec parsed, eve
 against the registered pools, every quote's maximum against ``max_price`` and the tenant's budget;
 then all its tasks are inserted in one transaction. So a batch with one bad task writes nothing,
 and the error names that task (``tasks[3].resources (cpus)``).
+
+A task whose input keeps it from every registered site (a dataset no site holds, or
+``residency: local`` data whose holders cannot take it) is accepted and waits as pending with
+that reason, as a task does that no online site can hold now: a site that holds the data may yet
+register. Its size, ``max_price`` and budget are still checked, against the pools it could use
+if the data were there.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -25,7 +32,7 @@ from computility.server.plane import ControlPlane
 from computility.server.problems import ApiError, invalid, not_found
 from computility.server.store.files import owns_upload
 from computility.server.store.pricing import admission_quotes, spent_this_period
-from computility.wire.api import TaskOut
+from computility.wire.api import SLUG, TaskOut
 from computility.wire.spec import TaskSpec, task_spec_from_mapping
 
 LIST_LIMIT_MAX = 1000
@@ -72,10 +79,11 @@ def submit(
         if existing is not None:
             return existing
     known_places(plane, specs, batch)
+    _dataset_names(specs, batch)
     workdirs = _workdirs(plane, who, specs, batch)
     demands = [demand_of(s) for s in specs]
     live = plane.live(max_age_s=LIVE_MAX_AGE_S)
-    quote_max = _admit(plane, who, live, specs, demands, batch)
+    quote_max, reasons = _admit(plane, who, live, specs, demands, batch)
     now = time.time()
     rows = [
         {
@@ -85,6 +93,7 @@ def submit(
             "gpu_milli": d.gpu_milli, "devices": list(d.devices) if d.devices else None,
             "run_s": d.run_s, "timeout_s": d.timeout_s, "ref_device": d.ref_device,
             "precision": d.precision, "location": d.location, "rules": d.rules,
+            "dataset": d.dataset, "data_local": d.data_local, "reason": reasons[i],
             "retries": s.retries, "user_failures": 0, "infra_failures": 0,
             "max_price_micro": s.placement.max_price_micro, "quote_max_micro": q,
             "cancel_requested": False, "idempotency_key": None if keys is None else keys[i],
@@ -105,7 +114,7 @@ def submit(
         raise
     plane.wake_scheduler.set()
     for row, task_id in zip(rows, ids, strict=True):  # what was inserted, without reading back
-        row.update(id=task_id, reason=None, finished_at=None, site_id=None, pool_id=None,
+        row.update(id=task_id, finished_at=None, site_id=None, pool_id=None,
                    exit_code=None, signal=None, n_attempts=0, cost_micro=0)
     return rows
 
@@ -125,6 +134,21 @@ def known_places(plane: ControlPlane, specs: Sequence[TaskSpec], batch: bool) ->
             raise invalid(f"{where}.user_location",
                           f"a user location of the network ({', '.join(cities)}), got "
                           f"'{p.user_location}'")
+
+
+DATASET_ID = re.compile(SLUG)
+
+
+def _dataset_names(specs: Sequence[TaskSpec], batch: bool) -> None:
+    """An input names a dataset as sites declare them; any other name could never be held."""
+    for i, spec in enumerate(specs):
+        for j, item in enumerate(spec.inputs):
+            if not DATASET_ID.match(item.dataset):
+                where = f"tasks[{i}].inputs[{j}]" if batch else f"inputs[{j}]"
+                raise invalid(f"{where}.dataset",
+                              "a dataset id as sites declare them (a letter or digit, then "
+                              f"letters, digits, '_', '.' or '-'; at most 64), got "
+                              f"'{item.dataset}'")
 
 
 DIGEST_PREFIX = "sha256:"
@@ -176,15 +200,23 @@ def _admit(
     specs: Sequence[TaskSpec],
     demands: Sequence[Demand],
     batch: bool,
-) -> list[int | None]:
+) -> tuple[list[int | None], list[str | None]]:
     """Refuse what no registered pool could ever hold, or what its price or budget rules out.
 
     Returns each task's quote maximum (the largest maximum over its candidates), or None when
-    no site is registered yet (the task then waits as pending).
+    no site is registered yet (the task then waits as pending); and each task's reason to wait
+    when its input keeps it from every site (see the module docstring).
     """
+    now = time.time()
     if live.empty:
-        return [None] * len(specs)
-    quotes = admission_quotes(live, demands, who.tenant, time.time())
+        return [None] * len(specs), [live.dataset_reason(d) for d in demands]
+    quotes = admission_quotes(live, demands, who.tenant, now)
+    reasons: list[str | None] = [None] * len(specs)
+    for i, d in enumerate(demands):
+        if not quotes[i] and (why := live.dataset_reason(d)) is not None:
+            reasons[i] = why
+            quotes[i] = admission_quotes(live, [d._replace(dataset=None, data_local=False)],
+                                         who.tenant, now)[0]
     budget_left = _budget_left(plane, who.tenant)
     out: list[int | None] = []
     for i, (spec, q) in enumerate(zip(specs, quotes, strict=True)):
@@ -212,7 +244,7 @@ def _admit(
             )
         affordable = [c.max_micro for c in q if limit is None or c.max_micro <= limit]
         out.append(max(affordable))
-    return out
+    return out, reasons
 
 
 _NO_BUDGET: dict[str, float] = {}
@@ -249,7 +281,7 @@ def _rows(conn: Connection, ids: Sequence[int]) -> list[dict[str, Any]]:
 
 
 def _with_figures(conn: Connection, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Add each task's attempt count and billed cost."""
+    """Add each task's attempt count and what the ledger billed it: money, energy, carbon."""
     if not rows:
         return rows
     ids = [r["id"] for r in rows]
@@ -257,13 +289,17 @@ def _with_figures(conn: Connection, rows: list[dict[str, Any]]) -> list[dict[str
         select(db.attempts.c.task_id, func.count()).where(db.attempts.c.task_id.in_(ids))
         .group_by(db.attempts.c.task_id)
     ).all())
-    cost: dict[int, int] = dict(conn.execute(
-        select(db.ledger.c.task_id, func.sum(db.ledger.c.total_micro))
-        .where(db.ledger.c.task_id.in_(ids)).group_by(db.ledger.c.task_id)
-    ).all())
+    led = db.ledger.c
+    billed = {row[0]: row[1:] for row in conn.execute(
+        select(led.task_id, func.sum(led.total_micro), func.sum(led.kwh),
+               func.sum(led.carbon_kg))
+        .where(led.task_id.in_(ids)).group_by(led.task_id)
+    ).all()}
     for r in rows:
         r["n_attempts"] = int(n_attempts.get(r["id"], 0))
-        r["cost_micro"] = int(cost.get(r["id"]) or 0)
+        micro, kwh, carbon = billed.get(r["id"], (0, 0.0, 0.0))
+        r["cost_micro"] = int(micro or 0)
+        r["kwh"], r["carbon_kg"] = float(kwh or 0.0), float(carbon or 0.0)
     return rows
 
 
@@ -278,6 +314,7 @@ def task_out(row: Mapping[str, Any], currency: str, with_spec: bool = False) -> 
         user_failures=row["user_failures"], infra_failures=row["infra_failures"],
         quote_max=None if q is None else from_micro(q),
         cost=from_micro(row.get("cost_micro", 0)), currency=currency,
+        energy_kwh=round(row.get("kwh", 0.0), 9), carbon_kg=round(row.get("carbon_kg", 0.0), 9),
         spec=row["spec"] if with_spec else None,
     )
 

@@ -1,0 +1,68 @@
+"""Which Python a site's tasks get as ``$COMPUTILITY_PYTHON`` (the SDK's executor runs pickled
+callables on it, and the demo's scripts use it).
+
+The agent's own interpreter is the natural choice: it has cloudpickle, and its version is what
+the site reports. But an agent running as root runs tasks as an unprivileged user, and its
+interpreter may live where that user cannot reach (a Python under ``/root``, mode 700). Then the
+tasks get the system's ``python3`` instead, with a world-readable copy of the agent's own
+cloudpickle (pure Python) on ``PYTHONPATH``; the executor's runner still compares both versions
+with the caller's before it unpickles anything.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from computility.agent.rundir import blocked_at
+
+SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+@dataclass(frozen=True)
+class TaskPython:
+    executable: str
+    pythonpath: str | None = None
+
+
+@functools.cache
+def task_python(owner: tuple[int, int] | None, tasks_root: Path) -> TaskPython:
+    """The interpreter (and extra import path) for tasks run as `owner` (None: as the agent)."""
+    here = TaskPython(sys.executable)
+    if owner is None:
+        return here
+    uid, gid = owner
+    stdlib = Path(sys.base_prefix) / "lib"
+    if blocked_at(Path(sys.executable), uid, gid) is None and blocked_at(stdlib, uid,
+                                                                          gid) is None:
+        return here
+    system = shutil.which("python3", path=SYSTEM_PATH)
+    if system is None:
+        return here  # nothing better: such tasks fail to find an interpreter and say so
+    return TaskPython(system, _shared_cloudpickle(tasks_root))
+
+
+def _shared_cloudpickle(tasks_root: Path) -> str | None:
+    """A copy of the agent's cloudpickle that every task user can read; its directory."""
+    try:
+        import cloudpickle
+    except ImportError:
+        return None
+    source = Path(cloudpickle.__file__).parent
+    lib = tasks_root / ".computility-python" / f"cloudpickle-{cloudpickle.__version__}"
+    if not (lib / "cloudpickle" / "__init__.py").exists():
+        staging = lib.with_name(lib.name + f".{os.getpid()}")
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.copytree(source, staging / "cloudpickle",
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        for place in (lib.parent, staging, *staging.rglob("*")):
+            place.chmod(0o755 if place.is_dir() else 0o644)
+        try:
+            staging.rename(lib)
+        except OSError:  # another agent on this machine made it first
+            shutil.rmtree(staging, ignore_errors=True)
+    return str(lib)
