@@ -27,6 +27,7 @@ from pydantic import BaseModel
 from computility.wire.api import (
     BACKENDS,
     TASK_STATES,
+    AttemptOut,
     Explanation,
     Quote,
     SiteOut,
@@ -205,6 +206,33 @@ LOGS: Schema = {
 }
 
 
+def demo() -> tuple[Schema, Schema]:
+    """``demo --json``: each task's record with why it ran there, and each tenant's bill."""
+    defs: Schema = {}
+    extra: Schema = {
+        "type": "object",
+        "properties": {
+            "shows": {"type": "string", "description": "What the task demonstrates."},
+            "why": {"type": "string", "description": "One line on why it ran where it did."},
+            "explain": ref(Explanation, defs),
+            "attempt_records": {"type": "array", "items": ref(AttemptOut, defs),
+                                "description": "Each attempt, first to last."},
+        },
+        "required": ["shows", "why", "explain", "attempt_records"],
+    }
+    body: Schema = {
+        "type": "object",
+        "properties": {
+            "server": {"type": "string", "description": "The demo service's URL."},
+            "wall_s": {"type": "number", "description": "Seconds from start to summary."},
+            "bills": {"type": "array", "items": ref(Usage, defs)},
+            "tasks": {"type": "array", "items": {"allOf": [ref(TaskOut, defs), extra]}},
+        },
+        "required": ["server", "wall_s", "bills", "tasks"],
+    }
+    return body, defs
+
+
 COMMANDS: dict[str, tuple[str, str, Callable[[], tuple[Schema, Schema]]]] = {
     "status": ("computility status [ID] --json",
                "One task (with ID) or the recent tasks (without).", status),
@@ -225,6 +253,9 @@ COMMANDS: dict[str, tuple[str, str, Callable[[], tuple[Schema, Schema]]]] = {
                 lambda: one(Explanation)),
     "usage": ("computility usage [--period P] --json",
               "The tenant's metered use and bill over the period.", lambda: one(Usage)),
+    "demo": ("computility demo --json",
+             "The demo's summary: where each sample task ran and why, and each tenant's bill.",
+             demo),
 }
 
 

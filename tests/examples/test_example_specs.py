@@ -8,7 +8,6 @@ each task a real local process). Each test then checks what its example promises
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,8 +22,6 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 SPECS = sorted(EXAMPLES.glob("*.yaml"))
 SPECS_BY_NAME = {p.stem: p for p in SPECS}
 WAIT_S = 60.0
-RETRY_MARKERS = "computility-example-retries-*"
-"""What examples/retries.yaml leaves in /tmp between its first attempt and its retry."""
 
 
 @dataclass(frozen=True)
@@ -55,10 +52,6 @@ def test_example_is_a_valid_task_spec(path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def ran(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Ran]]:
-    # A marker left by an interrupted earlier run would let the retry example pass first time.
-    for stale in Path("/tmp").glob(RETRY_MARKERS):
-        if stale.stat().st_mtime < time.time() - 60:
-            stale.unlink(missing_ok=True)
     downloads = tmp_path_factory.mktemp("outputs")
     with DemoNetwork() as net, net.client("climate-lab") as client:
         tasks = {path.stem: client.submit(path) for path in SPECS}

@@ -71,9 +71,11 @@ class Held:
     since: float = field(default_factory=time.time)
     reported_running: bool = False
     uploaded: dict[str, int] = field(default_factory=dict)
-    uploaded_at: float = 0.0
+    uploaded_at: float = 0.0  # when its logs were last sent
+    checked_at: float = 0.0  # when its logs were last looked at
     stopping: bool = False
     interrupted: bool = False  # stopped because this agent is shutting down
+    number: int = 1  # which try of its task this is
 
     def task_run(self) -> TaskRun:
         assert self.run is not None
@@ -266,7 +268,8 @@ class SiteAgent:
             self._report(gone, {"state": "failed_to_start", "reason": "the site is stopping"})
             return
         ids = self.pools.take(attempt, pool, units)
-        held = Held(attempt, int(lease["token"]), int(lease["task"]), pool, units, ids, outputs)
+        held = Held(attempt, int(lease["token"]), int(lease["task"]), pool, units, ids, outputs,
+                    number=int(lease.get("number", 1)))
         with self._lock:
             self._held[attempt] = held
         self._save()
@@ -287,7 +290,8 @@ class SiteAgent:
                 cpu_ids=tuple(int(i) for i in held.ids) if not pool.accelerator else (),
                 device_ids=held.ids if pool.accelerator else ())
             staged = stage(self.client, {"attempt": held.attempt, "task": held.task,
-                                         "pool": held.pool}, spec, site=self.site.id,
+                                         "pool": held.pool, "number": held.number}, spec,
+                           site=self.site.id,
                            tasks_root=self.tasks_root, allocation=allocation,
                            device=pool.device, pool_ids=held.ids, owner=self.run_as,
                            user=self.user, datasets=self.site.dataset_paths())
@@ -321,7 +325,7 @@ class SiteAgent:
             for held in active:
                 if now - held.since < YOUNG_S or held.stopping:
                     young = True
-                elif now - held.uploaded_at < SLOW_POLL_S and held.reported_running:
+                elif now - held.checked_at < SLOW_POLL_S and held.reported_running:
                     continue
                 try:
                     self._check(held)
@@ -356,7 +360,10 @@ class SiteAgent:
                 continue
             self._put(held, stream, data)
             held.uploaded[stream] = len(data)
-        held.uploaded_at = now
+            held.uploaded_at = now
+        # Only a send restarts the pause between sends; looking at the logs does not (else a
+        # task writing steadily would be sent once, then only when it ends).
+        held.checked_at = now
 
     def _put(self, held: Held, kind: str, data: bytes) -> None:
         r = self.client.call("PUT", f"/api/v1/agent/attempts/{held.attempt}/files/{kind}",

@@ -9,7 +9,8 @@ The environment is built from nothing: a system ``PATH`` (the agent's, which hol
 ``HOME`` set to the work directory, the spec's ``envs``, then the documented variables below,
 which the spec cannot override. The agent's key is never in it.
 
-    COMPUTILITY_TASK_ID, COMPUTILITY_ATTEMPT, COMPUTILITY_SITE, COMPUTILITY_POOL,
+    COMPUTILITY_TASK_ID, COMPUTILITY_ATTEMPT (the attempt's id), COMPUTILITY_ATTEMPT_NUMBER (1 for
+    the first try, 2 for the next, ...), COMPUTILITY_SITE, COMPUTILITY_POOL,
     COMPUTILITY_DEVICE, COMPUTILITY_CPUS, COMPUTILITY_WORKDIR, COMPUTILITY_PYTHON (see `runtime`),
     CUDA_VISIBLE_DEVICES
 
@@ -72,8 +73,8 @@ def input_environment(spec: TaskSpec, datasets: Mapping[str, str]) -> dict[str, 
     return out
 
 
-def task_environment(spec: TaskSpec, *, task: int, attempt: int, site: str, pool: str,
-                     device: str, cpus: int, workdir: Path, device_ids: tuple[str, ...],
+def task_environment(spec: TaskSpec, *, task: int, attempt: int, number: int = 1, site: str,
+                     pool: str, device: str, cpus: int, workdir: Path, device_ids: tuple[str, ...],
                      accelerator: bool, user: str | None,
                      datasets: Mapping[str, str] | None = None,
                      python: TaskPython | None = None) -> dict[str, str]:
@@ -83,6 +84,7 @@ def task_environment(spec: TaskSpec, *, task: int, attempt: int, site: str, pool
     env.update(spec.envs)
     env.update({
         "COMPUTILITY_TASK_ID": str(task), "COMPUTILITY_ATTEMPT": str(attempt),
+        "COMPUTILITY_ATTEMPT_NUMBER": str(number),
         "COMPUTILITY_SITE": site, "COMPUTILITY_POOL": pool, "COMPUTILITY_DEVICE": device,
         "COMPUTILITY_CPUS": str(cpus), "COMPUTILITY_WORKDIR": str(workdir),
         # The interpreter for Python callables sent by the SDK's executor (`runtime`).
@@ -103,6 +105,7 @@ def stage(client: AgentClient, lease: Mapping[str, object], spec: TaskSpec, *, s
           datasets: Mapping[str, str] | None = None) -> Staged:
     started = time.monotonic()
     attempt = int(str(lease["attempt"]))
+    number = int(str(lease.get("number", 1)))
     task = int(str(lease["task"]))
     key = f"a{attempt}"
     rundir, workdir = make_rundir(tasks_root, site, key, spec.run, spec.setup, owner)
@@ -124,7 +127,7 @@ def stage(client: AgentClient, lease: Mapping[str, object], spec: TaskSpec, *, s
             archive.unlink(missing_ok=True)
         if owner is not None:
             chown_tree(workdir, owner)
-    env = task_environment(spec, task=task, attempt=attempt, site=site,
+    env = task_environment(spec, task=task, attempt=attempt, number=number, site=site,
                            pool=str(lease["pool"]), device=device, cpus=allocation.cpus,
                            workdir=workdir, device_ids=pool_ids,
                            accelerator=allocation.accelerators > 0, user=user,

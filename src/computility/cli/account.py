@@ -13,9 +13,10 @@ import typer
 from rich.table import Table
 
 from computility.cli.session import JsonFlag, ago, connect, money, note, print_json, stdout
-from computility.domain.errors import UsageError
+from computility.domain.errors import ComputilityError, UsageError
 from computility.sdk.client import Client
-from computility.sdk.profile import DEFAULT_PROFILE, Profile, save_profile
+from computility.sdk.errors import Unauthorized
+from computility.sdk.profile import DEFAULT_PROFILE, PROFILE_NAME, Profile, save_profile
 
 PERIODS = "month (this month, the default), day (today), week (the last 7 days), all, " \
           "YYYY-MM or YYYY-MM-DD"
@@ -115,6 +116,9 @@ def login_command(
     """Check a service URL and API key, then save them as a profile (mode 600)."""
     if not re.match(r"^https?://[^\s/]+", server):
         raise UsageError(f"--server: expected an http:// or https:// URL, got '{server}'")
+    if not PROFILE_NAME.match(profile):
+        raise UsageError(f"--profile: expected 1-64 letters, digits, '-' or '_', got "
+                         f"'{profile}'")
     if key == "-":
         key = sys.stdin.readline().strip()
     elif key is None:
@@ -122,8 +126,12 @@ def login_command(
             else sys.stdin.readline().strip()
     if not re.fullmatch(r"cu_[A-Za-z0-9]+_[A-Za-z0-9_-]+", key or ""):
         raise UsageError("--key: expected an API key 'cu_<id>_<secret>'")
-    with Client(server, key, retries=1) as client:
-        who = client.whoami()
-    path = save_profile(Profile(server.rstrip("/"), key), profile)
-    note(f"logged in to {server} as {who.get('user') or who.get('role')} of tenant "
+    server = server.rstrip("/")
+    try:
+        with Client(server, key, retries=1) as client:
+            who = client.whoami()
+    except Unauthorized as error:  # nothing is saved: the next command would fail the same way
+        raise ComputilityError(f"login: {server} refused the key: {error.detail}") from None
+    path = save_profile(Profile(server, key), profile)
+    note(f"logged in to {server} with {who.get('role')} key {who.get('key')} of tenant "
          f"{who.get('tenant')}; profile '{profile}' saved in {path}")

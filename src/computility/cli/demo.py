@@ -14,20 +14,21 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.live import Live
 from rich.table import Table
 
 from computility.cli.session import JsonFlag, dump, interactive, note, print_json, stderr, stdout
-from computility.demo.network import TENANTS, DemoNetwork
-from computility.demo.report import Outcome, bill_table, reason, task_table
-from computility.demo.workload import DemoTask, sample, write_workdir
-from computility.sdk.client import Client
 from computility.sdk.profile import Profile, read_profiles, save_profile
-from computility.sdk.task import Task
 from computility.wire.api import TERMINAL_TASK_STATES
+
+if TYPE_CHECKING:  # the demo's network pulls in the whole service: imported when it runs
+    from computility.demo.network import DemoNetwork
+    from computility.demo.workload import DemoTask
+    from computility.sdk.client import Client
+    from computility.sdk.task import Task
 
 WAIT_S = 100.0
 
@@ -40,6 +41,10 @@ def demo_command(
 ) -> None:
     """Start a demo network on this machine, run a sample workload on it, and show where each
     task ran, why, and what it cost."""
+    from computility.demo.network import TENANTS, DemoNetwork
+    from computility.demo.report import Outcome, bill_table, reason, task_table
+    from computility.demo.workload import sample
+
     started = time.monotonic()
     note("starting the service and five emulated national clusters")
     with DemoNetwork() as net, tempfile.TemporaryDirectory(prefix="computility-demo-") as tmp:
@@ -48,13 +53,9 @@ def demo_command(
                 pools = ", ".join(f"{p.count} × {p.device} at {p.price_per_cu_hour:g}/CU-h"
                                   for p in site.pools)
                 note(f"site {site.id} ({site.region}) joined: {pools}")
-        assert net.root is not None
-        scratch = net.root / "scratch"
-        scratch.mkdir()
-        scratch.chmod(0o1777)  # tasks may run as another user than this process
         clients = {tenant: net.client(tenant) for tenant in TENANTS}
         try:
-            submitted = submit(clients, sample(scratch), Path(tmp) / "workdirs")
+            submitted = submit(clients, sample(), Path(tmp) / "workdirs")
             watch(submitted)
             outcomes = [Outcome(shows, task.refresh(), task.client.explain(task.id),
                                 task.client.attempts(task.id)) for shows, task in submitted]
@@ -69,7 +70,7 @@ def demo_command(
             print_json({
                 "server": net.url, "wall_s": round(wall, 3), "bills": bills,
                 "tasks": [{**dump(o.task), "shows": o.shows, "why": reason(o, sites),
-                           "explain": o.why, "attempts": o.attempts} for o in outcomes],
+                           "explain": o.why, "attempt_records": o.attempts} for o in outcomes],
             })
         else:
             stdout.print(task_table(outcomes, sites))
@@ -84,6 +85,8 @@ def demo_command(
 
 def submit(clients: dict[str, Client], tasks: list[DemoTask],
            root: Path) -> list[tuple[str, Task]]:
+    from computility.demo.workload import write_workdir
+
     out = []
     for demo_task in tasks:
         workdir = write_workdir(demo_task, root)

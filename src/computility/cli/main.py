@@ -107,6 +107,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     except TyperException as e:
         format_message = getattr(e, "format_message", None)
         message = _one_line(format_message() if callable(format_message) else str(e))
+        message = message.replace("Value error, ", "")
         if message:  # empty when the error only means "help was shown"
             print(f"computility: {message}", file=sys.stderr)
         sys.exit(2)

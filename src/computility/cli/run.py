@@ -11,6 +11,7 @@ from __future__ import annotations
 import shlex
 import sys
 import time
+from collections.abc import Callable, Sequence
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -21,7 +22,7 @@ from computility.cli.session import connect, money, note, span
 from computility.domain.errors import FieldError, UsageError
 from computility.sdk.client import Client
 from computility.sdk.task import FIRST_POLL_S, next_poll_s
-from computility.wire.api import TaskOut
+from computility.wire.api import TERMINAL_TASK_STATES, TaskOut
 from computility.wire.spec import task_spec_from_mapping
 
 
@@ -31,6 +32,9 @@ class Policy(StrEnum):
     fastest = "fastest"
     greenest = "greenest"
 
+
+WAITING_STATES = ("pending", "held", "queued")
+"""States in which a task has not started writing yet: a follower need not ask for its logs."""
 
 FLAG_OF = {"cpus": "--cpus", "memory": "--memory", "accelerators": "--gpus",
            "policy": "--policy", "deadline": "--deadline", "timeout": "--timeout",
@@ -131,6 +135,9 @@ def run_command(
             client.cancel(task.id)
             note(f"task {task.id} cancelled", quiet)
             raise typer.Exit(130) from None
+        except BrokenPipeError:  # our reader has gone (`| head`): a local command would die
+            client.cancel(task.id)
+            raise
     where = f" on {record.site}" if record.site else ""
     ran = span(record.finished_at - record.submitted_at) if record.finished_at else "—"
     note(f"task {record.id} {record.state}{where} in {ran}; cost "
@@ -141,36 +148,50 @@ def run_command(
 
 
 def stream(client: Client, record: TaskOut, quiet: bool) -> TaskOut:
-    """Copy the task's output to ours as it grows, until it has ended and all is copied."""
-    offsets = {"stdout": 0, "stderr": 0}
-    sinks = {"stdout": sys.stdout.buffer, "stderr": sys.stderr.buffer}
+    """Copy the task's output to ours as it grows, saying where it runs, until it has ended and
+    all is copied; its final record."""
     announced: tuple[str, str | None] | None = None
+
+    def announce(r: TaskOut) -> None:
+        nonlocal announced
+        if r.state in ("queued", "running") and (r.state, r.site) != announced:
+            announced = (r.state, r.site)
+            note(f"task {r.id} {r.state} on site {r.site} (pool {r.pool})" if r.site
+                 else f"task {r.id} {r.state}", quiet)
+        elif r.state in ("pending", "held") and announced is None:
+            announced = (r.state, None)
+            note(f"task {r.id} {r.state}" + (f": {r.reason}" if r.reason else ""), quiet)
+
+    return copy_output(client, record, ("stdout", "stderr"), follow=True, seen=announce)
+
+
+def copy_output(client: Client, record: TaskOut, names: Sequence[str], *, follow: bool,
+                seen: Callable[[TaskOut], None] | None = None) -> TaskOut:
+    """Copy the task's streams `names` byte for byte to ours (its stdout to our stdout, its
+    stderr to our stderr): what there is now, or with `follow` all of it as it grows, until the
+    task has ended and nothing is left. `seen` is shown each fresh record. The last record."""
+    offsets = dict.fromkeys(names, 0)
+    sinks = {"stdout": sys.stdout.buffer, "stderr": sys.stderr.buffer}
     pause = FIRST_POLL_S
     while True:
-        ended = record.state in ("succeeded", "failed", "cancelled", "lost")
-        if (record.state, record.site) != announced and record.state in ("queued", "running"):
-            announced = (record.state, record.site)
-            note(f"task {record.id} {record.state} on site {record.site} (pool {record.pool})"
-                 if record.site else f"task {record.id} {record.state}", quiet)
-        elif record.state in ("pending", "held") and announced is None:
-            announced = (record.state, None)
-            note(f"task {record.id} {record.state}" + (f": {record.reason}" if record.reason
-                                                       else ""), quiet)
+        if seen is not None:
+            seen(record)
+        ended = record.state in TERMINAL_TASK_STATES
         got = False
-        if record.state not in ("pending", "held", "queued"):
-            for name, sink in sinks.items():
+        if not (follow and record.state in WAITING_STATES):  # nothing written yet
+            for name in names:
                 chunk = client.logs(record.id, name, offsets[name])
                 if chunk:
                     got = True
                     offsets[name] += len(chunk)
-                    sink.write(chunk)
-                    sink.flush()
-        if ended and not got:
+                    sinks[name].write(chunk)
+                    sinks[name].flush()
+        if not follow or (ended and not got):
             return record
-        if not got:
+        if got:
+            pause = FIRST_POLL_S
+        else:
             time.sleep(pause)
             pause = next_poll_s(pause)
-        else:
-            pause = FIRST_POLL_S
         if not ended:
             record = client.get(record.id)

@@ -4,10 +4,11 @@ shown the same way everywhere, and live displays that only appear on a terminal.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, TextIO
 
 import typer
 from pydantic import BaseModel
@@ -17,8 +18,24 @@ from computility.sdk.client import Client
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="One JSON document on stdout "
                                         "(its schema is in schemas/cli/).")]
-stderr = Console(stderr=True, highlight=False, soft_wrap=True)
-stdout = Console(highlight=False, soft_wrap=True)
+PIPE_WIDTH = 4096
+"""The width tables are laid out in when output goes to a pipe or a file: wide enough that no
+column is folded or cut (Rich would assume 80 columns there)."""
+
+
+def width_for(stream: TextIO) -> int | None:
+    """None (Rich measures the terminal, or honours ``COLUMNS``) on a terminal or when
+    ``COLUMNS`` is set; otherwise `PIPE_WIDTH`, so that a script reading a table gets whole
+    values rather than ``EPYC-…`` split over two lines."""
+    try:
+        terminal = stream.isatty()
+    except (AttributeError, ValueError):  # a closed or replaced stream
+        terminal = False
+    return None if terminal or os.environ.get("COLUMNS") else PIPE_WIDTH
+
+
+stderr = Console(stderr=True, highlight=False, soft_wrap=True, width=width_for(sys.stderr))
+stdout = Console(highlight=False, soft_wrap=True, width=width_for(sys.stdout))
 
 
 def connect() -> Client:
@@ -38,8 +55,16 @@ def dump(value: Any) -> Any:
 
 
 def print_json(value: Any) -> None:
-    sys.stdout.write(json.dumps(dump(value), ensure_ascii=False) + "\n")
+    """One JSON document and a newline on stdout, in UTF-8 whatever the locale (RFC 8259)."""
+    text = json.dumps(dump(value), ensure_ascii=False) + "\n"
     sys.stdout.flush()
+    binary = getattr(sys.stdout, "buffer", None)
+    if binary is None:  # a text-only stream (a test's capture)
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    else:
+        binary.write(text.encode("utf-8"))
+        binary.flush()
 
 
 def when(ts: float | None) -> str:

@@ -13,7 +13,7 @@ from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from computility.cli.run import exit_code_of
+from computility.cli.run import copy_output, exit_code_of
 from computility.cli.session import (
     JsonFlag,
     ago,
@@ -203,32 +203,14 @@ def logs_command(
                         **{n: client.logs(task_id, n).decode("utf-8", "replace")
                            for n in names}})
             return
-        sinks = {"stdout": sys.stdout.buffer, "stderr": sys.stderr.buffer}
-        offsets = dict.fromkeys(names, 0)
-
-        def copied() -> bool:
-            nonlocal record
-            ended = record.state in TERMINAL_TASK_STATES
-            got = False
-            for n in names:
-                chunk = client.logs(task_id, n, offsets[n])
-                if chunk:
-                    got = True
-                    offsets[n] += len(chunk)
-                    sinks[n].write(chunk)
-                    sinks[n].flush()
-            if not follow or (ended and not got):
-                return True
-            if not ended:
-                record = client.get(task_id)
-            return False
-
-        poll(copied)
+        copy_output(client, record, names, follow=follow)
 
 
 def cancel_command(task_ids: TaskIds, as_json: JsonFlag = False) -> None:
-    """Cancel tasks: one not yet running ends at once; a running one is stopped by its site
-    and billed for what it ran."""
+    """Cancel tasks.
+
+    One not yet running ends at once; a running one is stopped by its site, billed as it ran.
+    """
     with connect() as client:
         records = [client.cancel(i) for i in task_ids]
     if as_json:
@@ -293,8 +275,10 @@ def quote_command(
     file: Annotated[Path, typer.Argument(help="A task spec YAML file.", show_default=False)],
     as_json: JsonFlag = False,
 ) -> None:
-    """Price, run time and carbon of a task at every site that could run it (nothing is
-    submitted)."""
+    """Price, run time and carbon of a task at every site that could run it.
+
+    Nothing is submitted.
+    """
     with connect() as client:
         quote = client.quote(file)
     if as_json:

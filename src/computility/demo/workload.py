@@ -64,9 +64,7 @@ print(f"fine-tuned 1 epoch on GPU {os.environ.get('CUDA_VISIBLE_DEVICES')} "
 
 FLAKY = """\
 import os, sys
-marker = os.path.join(os.environ["DEMO_SCRATCH"], "preprocess-tried")
-if not os.path.exists(marker):
-    open(marker, "w").close()
+if os.environ["COMPUTILITY_ATTEMPT_NUMBER"] == "1":
     print("shard 3 unreadable: transient I/O error", file=sys.stderr)
     sys.exit(1)
 print("preprocessed 12 shards")
@@ -82,9 +80,8 @@ class DemoTask:
     files: dict[str, str] = field(default_factory=dict)
 
 
-def sample(scratch: Path) -> list[DemoTask]:
-    """The workload; `scratch` is a directory every site's tasks may write (the flaky task's
-    memory of its first try)."""
+def sample() -> list[DemoTask]:
+    """The workload, in the order it is submitted."""
     return [
         DemoTask("climate-lab", "cheapest CPU", {
             "name": "primes-cheap", "run": f"{PY} primes.py 3000000",
@@ -109,7 +106,6 @@ def sample(scratch: Path) -> list[DemoTask]:
             "placement": {"policy": "fastest"}}, {"train.py": MATMUL}),
         DemoTask("vision-startup", "retried after a failure", {
             "name": "flaky-preprocess", "run": f"{PY} prep.py", "retries": 1,
-            "envs": {"DEMO_SCRATCH": str(scratch)},
             "resources": {"cpus": 4, "estimate": "20m"}}, {"prep.py": FLAKY}),
         DemoTask("vision-startup", "greenest CPU", {
             "name": "thumbnails-green", "run": f"{PY} primes.py 1500000",

@@ -147,7 +147,7 @@ class Resources(_Strict):
             except UnknownDeviceType:
                 raise ValueError(
                     f"{field}: a device type of the catalogue (an id, alias or family such as "
-                    f"A100), not '{name}'"
+                    f"A100)"
                 ) from None
         return self
 
