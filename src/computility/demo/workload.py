@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 PY = '"$COMPUTILITY_PYTHON"'
+REF_CPU = "EPYC-7763"
+"""The CPU the CPU tasks' estimates were measured on, so run times scale by each site's cores."""
 
 PRIMES = """\
 import os, sys
@@ -85,20 +87,20 @@ def sample() -> list[DemoTask]:
     return [
         DemoTask("climate-lab", "cheapest CPU", {
             "name": "primes-cheap", "run": f"{PY} primes.py 3000000",
-            "resources": {"cpus": 16, "estimate": "2h"},
+            "resources": {"cpus": 16, "estimate_on": REF_CPU, "estimate": "2h"},
             "placement": {"policy": "cheapest"}}, {"primes.py": PRIMES}),
         DemoTask("climate-lab", "fastest CPU", {
             "name": "primes-fast", "run": f"{PY} primes.py 3000000",
-            "resources": {"cpus": 16, "estimate": "2h"},
+            "resources": {"cpus": 16, "estimate_on": REF_CPU, "estimate": "2h"},
             "placement": {"policy": "fastest"}}, {"primes.py": PRIMES}),
         DemoTask("climate-lab", "data stays put", {
             "name": "era5-monthly-means", "run": f"{PY} means.py",
-            "resources": {"cpus": 8, "estimate": "1h"},
+            "resources": {"cpus": 8, "estimate_on": REF_CPU, "estimate": "1h"},
             "inputs": [{"dataset": "era5-china-2023", "residency": "any"}],
             "outputs": ["results/"]}, {"means.py": MONTHLY_MEANS}),
         DemoTask("climate-lab", "deadline-flexible", {
             "name": "downscale-batch", "run": f"{PY} primes.py 2000000",
-            "resources": {"cpus": 32, "estimate": "3h"},
+            "resources": {"cpus": 32, "estimate_on": REF_CPU, "estimate": "3h"},
             "placement": {"policy": "greenest", "deadline": "12h"}}, {"primes.py": PRIMES}),
         DemoTask("vision-startup", "GPU", {
             "name": "resnet-finetune", "run": f"{PY} train.py",
@@ -106,14 +108,15 @@ def sample() -> list[DemoTask]:
             "placement": {"policy": "fastest"}}, {"train.py": MATMUL}),
         DemoTask("vision-startup", "retried after a failure", {
             "name": "flaky-preprocess", "run": f"{PY} prep.py", "retries": 1,
-            "resources": {"cpus": 4, "estimate": "20m"}}, {"prep.py": FLAKY}),
+            "resources": {"cpus": 4, "estimate_on": REF_CPU, "estimate": "20m"}},
+                 {"prep.py": FLAKY}),
         DemoTask("vision-startup", "greenest CPU", {
             "name": "thumbnails-green", "run": f"{PY} primes.py 1500000",
-            "resources": {"cpus": 8, "estimate": "30m"},
+            "resources": {"cpus": 8, "estimate_on": REF_CPU, "estimate": "30m"},
             "placement": {"policy": "greenest"}}, {"primes.py": PRIMES}),
         DemoTask("vision-startup", "balanced CPU", {
             "name": "eval-balanced", "run": f"{PY} primes.py 1500000",
-            "resources": {"cpus": 8, "estimate": "30m"},
+            "resources": {"cpus": 8, "estimate_on": REF_CPU, "estimate": "30m"},
             "placement": {"policy": "balanced", "user_location": "SH"}},
                  {"primes.py": PRIMES}),
     ]
