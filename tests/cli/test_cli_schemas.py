@@ -61,7 +61,8 @@ def validate(document: Any, command: str) -> None:
 def test_the_committed_schemas_are_what_the_generator_writes() -> None:
     built = generator().build()
     assert set(built) == {f"{c}.schema.json" for c in ("status", "submit", "cancel", "logs",
-                                                       "sites", "quote", "explain", "usage")}
+                                                       "sites", "quote", "explain", "usage",
+                                                       "demo")}
     for name, text in built.items():
         path = SCHEMAS / name
         assert path.exists(), f"{name} missing: run scripts/build_cli_schemas.py"
