@@ -45,6 +45,14 @@ def test_a_user_who_cannot_reach_the_agents_python_gets_one_with_cloudpickle(
 ) -> None:
     stranger = (os.getuid() + 12345, os.getgid() + 12345)
     tasks_root.chmod(0o755)
+    import cloudpickle
+
+    # A copy someone else could have written is not trusted: it is replaced, not imported.
+    planted = tasks_root / ".computility-python" / f"cloudpickle-{cloudpickle.__version__}"
+    (planted / "cloudpickle").mkdir(parents=True)
+    (planted / "cloudpickle" / "__init__.py").write_text("__version__ = 'planted'\n")
+    for place in (planted.parent, planted, planted / "cloudpickle"):
+        place.chmod(0o777)
     chosen = task_python(stranger, tasks_root)
     if blocked_at(Path(sys.executable), *stranger) is None:
         assert chosen == TaskPython(sys.executable)  # reachable by everyone: kept
@@ -55,6 +63,4 @@ def test_a_user_who_cannot_reach_the_agents_python_gets_one_with_cloudpickle(
         [chosen.executable, "-c", "import cloudpickle; print(cloudpickle.__version__)"],
         env={"PYTHONPATH": chosen.pythonpath, "PATH": "/usr/bin:/bin"},
         capture_output=True, text=True, check=True)
-    import cloudpickle
-
     assert probe.stdout.strip() == cloudpickle.__version__

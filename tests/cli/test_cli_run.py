@@ -4,8 +4,14 @@ own bad input is one line and exit 2 (test_cli_bad_input.py)."""
 
 from __future__ import annotations
 
+import re
+import signal
+import subprocess
 import time
+from collections.abc import Callable
+from pathlib import Path
 
+import pytest
 from cli_harness import Service
 
 
@@ -68,3 +74,53 @@ def test_run_shows_output_while_the_task_is_still_running(service: Service) -> N
     assert [line for line, _ in arrivals] == [f"line {i}" for i in range(1, 7)]
     # The run lasts about 6 s; the third line must be shown well before its end.
     assert arrivals[2][1] < arrivals[-1][1] - 1.5, arrivals
+
+
+def test_arguments_after_the_double_dash_are_the_commands_own(service: Service) -> None:
+    result = service.cli("run", "-q", "--", "echo", "--gpus", "A100:1", "B:2", "--json")
+    assert (result.code, result.out) == (0, "--gpus A100:1 B:2 --json\n"), result.describe()
+
+
+def _submitted_id(p: subprocess.Popen[bytes]) -> int:
+    assert p.stderr is not None
+    for raw in iter(p.stderr.readline, b""):
+        found = re.search(rb"task (\d+) submitted", raw)
+        if found:
+            return int(found.group(1))
+    raise AssertionError("run never said which task it submitted")
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143),
+                                              (signal.SIGHUP, 129)])
+def test_a_signal_to_run_cancels_its_task(service: Service, signum: int, code: int) -> None:
+    p = service.popen("run", "--", "sleep", "60")
+    task = _submitted_id(p)
+    service.wait_for(task, "running")
+    p.send_signal(signum)
+    assert p.wait(timeout=30) == code
+    assert service.wait_for(task, "cancelled")["state"] == "cancelled"
+
+
+def test_run_whose_stderr_reader_goes_away_cancels_its_task(service: Service) -> None:
+    p = service.popen("run", "--", "sh", "-c", "sleep 2; echo out; echo err >&2; sleep 60")
+    task = _submitted_id(p)
+    assert p.stderr is not None
+    p.stderr.close()  # nobody reads our stderr any more
+    assert p.wait(timeout=30) != 0
+    assert service.wait_for(task, "cancelled")["state"] == "cancelled"
+
+
+def test_logs_follow_starts_over_when_a_retry_replaces_the_log(
+    service: Service, spec: Callable[..., Path],
+) -> None:
+    path = spec("retried-log", "retries: 1", "run: |",
+                "  if [ \"$COMPUTILITY_ATTEMPT_NUMBER\" = 1 ]; then",
+                "    echo first-attempt-with-a-long-line; sleep 2; exit 1",
+                "  fi",
+                "  sleep 2; echo second")
+    task = int(service.cli("submit", str(path)).out.strip())
+    service.wait_for(task, "running")
+    result = service.cli("logs", "-f", "--stream", "stdout", str(task), timeout=60)
+    assert result.code == 0, result.describe()
+    assert result.out.endswith("second\n"), result.describe()
+    assert "started over" in result.err

@@ -100,8 +100,11 @@ def test_each_tenant_is_billed_exactly_what_its_tasks_cost(summary: dict[str, An
         assert bill["total"] > 0 and bill["kwh"] > 0 and bill["carbon_kg"] > 0
 
 
-def test_the_users_profile_is_left_alone(summary: dict[str, Any]) -> None:
-    assert not (summary["_tmp"] / "config" / "computility").exists()
+def test_the_users_profile_and_data_are_left_alone(summary: dict[str, Any]) -> None:
+    for place in ("config", "data", "home"):
+        left = list((summary["_tmp"] / place).rglob("*")) if (summary["_tmp"] / place).exists() \
+            else []
+        assert left == [], place
 
 
 def test_keep_leaves_the_network_running_for_the_cli_until_ctrl_c(tmp_path: Path) -> None:
@@ -117,9 +120,10 @@ def test_keep_leaves_the_network_running_for_the_cli_until_ctrl_c(tmp_path: Path
             assert time.monotonic() < deadline, "no profile written"
             time.sleep(0.2)
         assert profile.stat().st_mode & 0o777 == 0o600
+        assert "[demo]" in profile.read_text() and "[default]" not in profile.read_text()
         p = subprocess.run([sys.executable, "-m", "computility", "run", "-q", "--", "sh", "-c",
-                            "echo $COMPUTILITY_SITE"], env=env, capture_output=True, text=True,
-                           timeout=60, check=False)
+                            "echo $COMPUTILITY_SITE"], env={**env, "COMPUTILITY_PROFILE": "demo"},
+                           capture_output=True, text=True, timeout=60, check=False)
         assert p.returncode == 0, p.stderr
         assert p.stdout.strip() in {"zjk-wind", "yrd-ai", "tf-hydro", "ga-cloud", "qy-data"}
     finally:
@@ -127,3 +131,5 @@ def test_keep_leaves_the_network_running_for_the_cli_until_ctrl_c(tmp_path: Path
         _, err = demo.communicate(timeout=60)
     assert demo.returncode == 0, err[-2000:]
     assert "stopping the demo network" in err
+    # The profile went with the network: nothing points at a service that is gone.
+    assert "[demo]" not in profile.read_text()

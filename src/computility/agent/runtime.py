@@ -54,6 +54,9 @@ def _shared_cloudpickle(tasks_root: Path) -> str | None:
         return None
     source = Path(cloudpickle.__file__).parent
     lib = tasks_root / ".computility-python" / f"cloudpickle-{cloudpickle.__version__}"
+    if lib.exists() and not _ours(lib):
+        # Someone else could have written it: every executor task would import their code.
+        shutil.rmtree(lib.parent, ignore_errors=True)
     if not (lib / "cloudpickle" / "__init__.py").exists():
         staging = lib.with_name(lib.name + f".{os.getpid()}")
         shutil.rmtree(staging, ignore_errors=True)
@@ -66,3 +69,14 @@ def _shared_cloudpickle(tasks_root: Path) -> str | None:
         except OSError:  # another agent on this machine made it first
             shutil.rmtree(staging, ignore_errors=True)
     return str(lib)
+
+
+def _ours(lib: Path) -> bool:
+    """Whether `lib`, its parent and everything in it belong to this process's user and only
+    it may write them."""
+    me = os.geteuid()
+    try:
+        places = [lib.parent, lib, *lib.rglob("*")]
+        return all(p.lstat().st_uid == me and not p.lstat().st_mode & 0o022 for p in places)
+    except OSError:
+        return False

@@ -4,8 +4,8 @@ Starts the service on a temporary SQLite database and a free port, joins five em
 clusters served by a real agent on this machine, submits the sample workload of real tasks from
 two tenants (`computility.demo.workload`), shows their progress on stderr, and ends with the
 summary on stdout: where each task ran and why, its cost, energy and carbon, the alternatives it
-beat, then the bill per tenant. The user's profile and data are left alone, unless ``--keep``,
-which also keeps the network running (until Ctrl-C) and points a profile at it.
+beat, then the bill per tenant. The user's profiles and data are left alone; ``--keep`` keeps
+the network running (until Ctrl-C) with a profile ``demo`` pointing at it while it runs.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from rich.live import Live
 from rich.table import Table
 
 from computility.cli.session import JsonFlag, dump, interactive, note, print_json, stderr, stdout
-from computility.sdk.profile import Profile, read_profiles, save_profile
+from computility.sdk.profile import Profile, read_profiles, remove_profile, save_profile
 from computility.wire.api import TERMINAL_TASK_STATES
 
 if TYPE_CHECKING:  # the demo's network pulls in the whole service: imported when it runs
@@ -35,7 +35,7 @@ WAIT_S = 100.0
 
 def demo_command(
     keep: Annotated[bool, typer.Option("--keep", help="Keep the network running after the "
-                                       "summary (until Ctrl-C) and save a profile for it.")]
+                                       "summary (until Ctrl-C), with profile 'demo' for it.")]
     = False,
     as_json: JsonFlag = False,
 ) -> None:
@@ -139,13 +139,17 @@ def watch(tasks: list[tuple[str, Task]]) -> None:
             live.stop()
 
 
+DEMO_PROFILE = "demo"
+
+
 def hold(net: DemoNetwork) -> None:
-    """Keep the demo network serving until Ctrl-C, with a profile pointing at it."""
-    name = "default" if "default" not in read_profiles() else "demo"
-    path = save_profile(Profile(net.url, net.keys["operator"]), name)
-    selector = "" if name == "default" else "COMPUTILITY_PROFILE=demo "
-    note(f"the demo network keeps running at {net.url}; profile '{name}' saved in {path}")
-    note(f"try: {selector}computility sites   ·   {selector}computility run -- hostname")
+    """Keep the demo network serving until Ctrl-C, with profile ``demo`` pointing at it (the
+    user's default profile is never touched); the profile goes when the network does."""
+    path = save_profile(Profile(net.url, net.keys["operator"]), DEMO_PROFILE)
+    note(f"the demo network keeps running at {net.url}; profile '{DEMO_PROFILE}' saved in "
+         f"{path}")
+    note("try: COMPUTILITY_PROFILE=demo computility sites   ·   "
+         "COMPUTILITY_PROFILE=demo computility run -- hostname")
     note("press Ctrl-C to stop it")
     try:
         while True:
@@ -153,3 +157,6 @@ def hold(net: DemoNetwork) -> None:
     except KeyboardInterrupt:
         print(file=sys.stderr)
         note("stopping the demo network")
+    finally:
+        if read_profiles().get(DEMO_PROFILE, {}).get("server") == net.url:
+            remove_profile(DEMO_PROFILE)

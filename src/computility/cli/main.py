@@ -70,12 +70,17 @@ def expand_repeated(argv: Sequence[str]) -> list[str]:
     """Let ``--gpus A:1 B:2`` mean ``--gpus A:1 --gpus B:2``, as the contract writes it.
 
     The token right after ``--gpus`` is always its value (so a malformed one reaches the
-    validator); further ``TYPE:N`` tokens are more values.
+    validator); further ``TYPE:N`` tokens are more values. Only `sim` takes repeated values,
+    and nothing after ``--`` is touched (it is a command's own arguments).
     """
+    if not argv or argv[0] != "sim":
+        return list(argv)
     out: list[str] = []
     expecting = False  # the previous token was --gpus
     extending = False  # inside a run of --gpus values
-    for arg in argv:
+    for i, arg in enumerate(argv):
+        if arg == "--" and not expecting:
+            return out + list(argv[i:])
         if expecting:
             out.append(arg)
             expecting, extending = False, True

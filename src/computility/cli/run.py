@@ -3,27 +3,38 @@
 Exactly as the contract has it: the task is ``shlex.join(ARGV)`` with ``retries: 0``; its stdout
 and stderr are copied byte for byte to ours while it runs; our own lines (where it runs, its
 quote, its cost) go to stderr; the exit code is the task's (128+N if a signal N killed it, 124 on
-timeout), 1 if it was cancelled or lost, 2 only for our own bad input. Ctrl-C cancels the task.
+timeout), 1 if it was cancelled or lost, 2 only for our own bad input. Ctrl-C (or SIGTERM,
+SIGHUP) cancels the task and exits 128+N as an interrupted local command would; so does any
+other way `run` stops early (its reader gone, the service unreachable for minutes).
 """
 
 from __future__ import annotations
 
+import contextlib
 import shlex
+import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+import uuid
+from collections.abc import Callable, Iterator, Sequence
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 
 from computility.cli.session import connect, money, note, span
 from computility.domain.errors import FieldError, UsageError
+from computility.sdk import calls
+from computility.sdk.calls import Call
 from computility.sdk.client import Client
+from computility.sdk.errors import Unreachable
+from computility.sdk.logs import LogCursor
 from computility.sdk.task import FIRST_POLL_S, next_poll_s
 from computility.wire.api import TERMINAL_TASK_STATES, TaskOut
 from computility.wire.spec import task_spec_from_mapping
+
+T = TypeVar("T")
 
 
 class Policy(StrEnum):
@@ -125,18 +136,24 @@ def run_command(
     spec = build_spec(list(argv or []), cpus=cpus, memory=memory, gpus=gpus, policy=policy,
                       deadline=deadline, timeout=timeout, name=name, regions=region, envs=env,
                       workdir=workdir)
-    with connect() as client:
-        task = client.submit(spec)
-        quoted = money(task.record.quote_max, task.record.currency)
-        note(f"task {task.id} submitted (at most {quoted})", quiet)
+    key = uuid.uuid4().hex  # a submission repeated after an interruption finds the same task
+    with connect() as client, signals_as_interrupts():
+        task_id: int | None = None
+        record: TaskOut | None = None
         try:
-            record = stream(client, task.record, quiet)
-        except KeyboardInterrupt:
-            client.cancel(task.id)
-            note(f"task {task.id} cancelled", quiet)
-            raise typer.Exit(130) from None
-        except BrokenPipeError:  # our reader has gone (`| head`): a local command would die
-            client.cancel(task.id)
+            task = client.submit(spec, idempotency_key=key)
+            task_id, record = task.id, task.record
+            note(f"task {task.id} submitted (at most "
+                 f"{money(record.quote_max, record.currency)})", quiet)
+            record = stream(client, record, quiet)
+        except BaseException as error:
+            # However we stop (Ctrl-C, SIGTERM or SIGHUP, a reader gone, the service away for
+            # good), the task must not run on without us.
+            stopped = stop_task(client, spec, key, task_id, record)
+            if isinstance(error, Interrupted):
+                if stopped is not None:
+                    note(f"task {stopped} cancelled", quiet)
+                raise typer.Exit(128 + error.signum) from None
             raise
     where = f" on {record.site}" if record.site else ""
     ran = span(record.finished_at - record.submitted_at) if record.finished_at else "—"
@@ -145,6 +162,44 @@ def run_command(
                                                      and record.state != "succeeded" else ""),
          quiet)
     raise typer.Exit(exit_code_of(record))
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C, or SIGTERM/SIGHUP, while `run` waits: `signum` gives the exit code 128+N."""
+
+    def __init__(self, signum: int = signal.SIGINT) -> None:
+        super().__init__(signum)
+        self.signum = int(signum)
+
+
+@contextlib.contextmanager
+def signals_as_interrupts() -> Iterator[None]:
+    """SIGINT, SIGTERM and SIGHUP raise `Interrupted` in the main thread while inside."""
+    def interrupt(signum: int, _frame: object) -> None:
+        raise Interrupted(signum)
+
+    wanted = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {s: signal.signal(s, interrupt) for s in wanted}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def stop_task(client: Client, spec: dict[str, Any], key: str, task_id: int | None,
+              record: TaskOut | None) -> int | None:
+    """Cancel the task of this `run` unless it has ended; its id, or None if there is none to
+    stop. Interrupted while submitting, the same submission (same Idempotency-Key) finds the
+    task if the service made one. Never raises: we are already on the way out."""
+    with contextlib.suppress(Exception, KeyboardInterrupt):
+        if record is not None and record.state in TERMINAL_TASK_STATES:
+            return None
+        if task_id is None:
+            task_id = client.submit(spec, idempotency_key=key).id
+        client.cancel(task_id)
+        return task_id
+    return None
 
 
 def stream(client: Client, record: TaskOut, quiet: bool) -> TaskOut:
@@ -169,10 +224,15 @@ def copy_output(client: Client, record: TaskOut, names: Sequence[str], *, follow
                 seen: Callable[[TaskOut], None] | None = None) -> TaskOut:
     """Copy the task's streams `names` byte for byte to ours (its stdout to our stdout, its
     stderr to our stderr): what there is now, or with `follow` all of it as it grows, until the
-    task has ended and nothing is left. `seen` is shown each fresh record. The last record."""
-    offsets = dict.fromkeys(names, 0)
+    task has ended and nothing is left. `seen` is shown each fresh record. The last record.
+
+    When a retry or a re-placement starts a new log, it is copied from its first byte, after a
+    line on stderr saying so. While following, a service that stops answering is waited for
+    (`OUTAGE_S`), with a line on stderr, rather than given up on."""
+    cursor = LogCursor(record.id)
     sinks = {"stdout": sys.stdout.buffer, "stderr": sys.stderr.buffer}
     pause = FIRST_POLL_S
+    patient = Patience(follow)
     while True:
         if seen is not None:
             seen(record)
@@ -180,11 +240,16 @@ def copy_output(client: Client, record: TaskOut, names: Sequence[str], *, follow
         got = False
         if not (follow and record.state in WAITING_STATES):  # nothing written yet
             for name in names:
-                chunk = client.logs(record.id, name, offsets[name])
-                if chunk:
+                chunk = patient.call(client, cursor.next(name))
+                if chunk is None:
+                    continue
+                if chunk.restarted:
+                    note(f"task {record.id}: attempt {chunk.attempt} started over; its "
+                         f"{name} follows from the beginning")
+                data = cursor.take(name, chunk)
+                if data:
                     got = True
-                    offsets[name] += len(chunk)
-                    sinks[name].write(chunk)
+                    sinks[name].write(data)
                     sinks[name].flush()
         if not follow or (ended and not got):
             return record
@@ -194,4 +259,35 @@ def copy_output(client: Client, record: TaskOut, names: Sequence[str], *, follow
             time.sleep(pause)
             pause = next_poll_s(pause)
         if not ended:
-            record = client.get(record.id)
+            record = patient.call(client, calls.get_task(record.id)) or record
+
+
+OUTAGE_S = 600.0
+
+
+class Patience:
+    """Calls that, while following a task, wait out a service that does not answer: a restart
+    of the service must not end a `run` (nor, with it, the task)."""
+
+    def __init__(self, follow: bool) -> None:
+        self.follow = follow
+        self.since: float | None = None
+
+    def call(self, client: Client, call: Call[T]) -> T | None:
+        try:
+            result = client.call(call)
+        except Unreachable:
+            if not self.follow:
+                raise
+            now = time.monotonic()
+            if self.since is None:
+                self.since = now
+                note(f"the service does not answer; waiting up to {OUTAGE_S / 60:.0f} min")
+            elif now - self.since > OUTAGE_S:
+                raise
+            time.sleep(1.0)
+            return None
+        if self.since is not None:
+            note("the service answers again")
+            self.since = None
+        return result

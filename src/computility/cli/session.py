@@ -34,8 +34,16 @@ def width_for(stream: TextIO) -> int | None:
     return None if terminal or os.environ.get("COLUMNS") else PIPE_WIDTH
 
 
-stderr = Console(stderr=True, highlight=False, soft_wrap=True, width=width_for(sys.stderr))
-stdout = Console(highlight=False, soft_wrap=True, width=width_for(sys.stdout))
+class _Console(Console):
+    """A console whose closed stream is a `BrokenPipeError`, which the commands handle (Rich's
+    own answer is to exit on the spot, leaving a running task behind)."""
+
+    def on_broken_pipe(self) -> None:
+        raise BrokenPipeError
+
+
+stderr = _Console(stderr=True, highlight=False, soft_wrap=True, width=width_for(sys.stderr))
+stdout = _Console(highlight=False, soft_wrap=True, width=width_for(sys.stdout))
 
 
 def connect() -> Client:

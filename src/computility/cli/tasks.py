@@ -4,6 +4,7 @@ when it is a terminal."""
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -29,6 +30,7 @@ from computility.cli.session import (
     when,
 )
 from computility.domain.errors import UsageError
+from computility.sdk.client import Client
 from computility.sdk.task import Task
 from computility.wire.api import (
     TASK_STATES,
@@ -121,8 +123,8 @@ def status_command(
     state: Annotated[str | None, typer.Option(help=f"Only tasks in this state: "
                                               f"{', '.join(TASK_STATES)}.")] = None,
     limit: Annotated[int, typer.Option(help="How many recent tasks.", min=1, max=10_000)] = 20,
-    watch: Annotated[bool, typer.Option("--watch", help="Keep the table live until every "
-                                        "task shown has ended.")] = False,
+    watch: Annotated[bool, typer.Option("--watch", help="Wait until every task shown has "
+                                        "ended (a live table on a terminal).")] = False,
     as_json: JsonFlag = False,
 ) -> None:
     """One task in detail, or a table of the recent ones."""
@@ -131,27 +133,37 @@ def status_command(
     with connect() as client:
         if task_id is not None:
             record = client.get(task_id)
+            if watch:
+                (record,) = watch_until_ended(client, [record])
             if as_json:
                 print_json(record)
                 return
             show_task(record, client.attempts(task_id))
             return
         tasks = list(client.tasks(state=state, limit=limit))
-        if watch and interactive() and not as_json:
-            with Live(task_table(tasks), console=stderr, transient=True) as live:
-                def done() -> bool:
-                    nonlocal tasks
-                    tasks = [client.get(t.id) if t.state not in TERMINAL_TASK_STATES else t
-                             for t in tasks]
-                    live.update(task_table(tasks))
-                    return all(t.state in TERMINAL_TASK_STATES for t in tasks)
-                poll(done, first=0.5)
+        if watch:
+            tasks = watch_until_ended(client, tasks)
     if as_json:
         print_json({"tasks": tasks})
     elif tasks:
         stdout.print(task_table(tasks))
     else:
         note("no tasks" + (f" in state {state}" if state else ""))
+
+
+def watch_until_ended(client: Client, tasks: list[TaskOut]) -> list[TaskOut]:
+    """Poll until every task has ended (a live table on stderr when a person is watching);
+    their final records."""
+    live = Live(task_table(tasks), console=stderr, transient=True) if interactive() else None
+    with live or contextlib.nullcontext():
+        def done() -> bool:
+            tasks[:] = [client.get(t.id) if t.state not in TERMINAL_TASK_STATES else t
+                        for t in tasks]
+            if live is not None:
+                live.update(task_table(tasks))
+            return all(t.state in TERMINAL_TASK_STATES for t in tasks)
+        poll(done, first=0.25)
+    return tasks
 
 
 def show_task(t: TaskOut, attempts: list[AttemptOut]) -> None:
@@ -162,7 +174,8 @@ def show_task(t: TaskOut, attempts: list[AttemptOut]) -> None:
             ("exit code", "—" if t.exit_code is None else str(t.exit_code)),
             ("attempts", f"{t.attempts} ({t.user_failures} failed, {t.infra_failures} "
                          f"re-placed; {t.retries} retries allowed)"),
-            ("quote (max)", money(t.quote_max, t.currency)), ("cost", money(t.cost, t.currency))]
+            ("quote (max)", money(t.quote_max, t.currency)), ("cost", money(t.cost, t.currency)),
+            ("energy", f"{t.energy_kwh:.6f} kWh"), ("carbon", f"{t.carbon_kg:.6f} kg CO2e")]
     table = Table(box=None, show_header=False)
     table.add_column(style="bold")
     table.add_column(overflow="fold")

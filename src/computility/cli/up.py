@@ -51,7 +51,11 @@ def up_command(
     url = f"http://{shown}:{port}"
     key = app.state.first_key
     if key:
-        written = save_profile(Profile(url, key), replace=False)
+        try:
+            written = save_profile(Profile(url, key), replace=False)
+        except UsageError as error:  # an unreadable profile: the key must not be lost with it
+            print(f"computility: profile not written ({error})", file=sys.stderr)
+            written = None
         if written is not None:
             print(f"computility: admin key written to {written}", file=sys.stderr)
         else:

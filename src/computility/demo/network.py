@@ -81,6 +81,14 @@ class DemoNetwork:
         self.stop()
 
     def start(self) -> DemoNetwork:
+        """Start the service and the sites; on any failure, whatever started is stopped."""
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> DemoNetwork:
         if self.root is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="computility-demo-")
             self.root = Path(self._tmp.name)

@@ -19,6 +19,7 @@ import httpx
 from computility.sdk import calls
 from computility.sdk.calls import Call
 from computility.sdk.errors import TaskFailed, Unreachable
+from computility.sdk.logs import LogCursor, log_chunk
 from computility.sdk.profile import load_profile
 from computility.sdk.retry import pause_s, retryable
 from computility.sdk.specs import SpecLike, load_spec, packed, workdir_to_pack
@@ -78,7 +79,7 @@ class AsyncClient:
                     timeout=call.timeout if call.timeout is not None else httpx.USE_CLIENT_DEFAULT)
             except httpx.HTTPError as e:
                 error = e
-            if attempt < self.retries and retryable(response, error):
+            if attempt < self.retries and retryable(response, error, call.idempotent):
                 await asyncio.sleep(pause_s(attempt, self.backoff_s, response))
                 continue
             if error is not None:
@@ -146,7 +147,7 @@ class AsyncClient:
         return await self.call(calls.quote(body))
 
     async def logs(self, task_id: int, stream: str = "stdout", offset: int = 0) -> bytes:
-        return await self.call(calls.logs(task_id, stream, offset))
+        return (await self.call(log_chunk(task_id, stream, offset, None))).data
 
     async def outputs(self, task_id: int) -> bytes:
         return await self.call(calls.outputs(task_id))
@@ -230,13 +231,13 @@ class AsyncTask:
         return (await self.client.logs(self.id, stream)).decode("utf-8", "replace")
 
     async def follow(self, stream: str = "stdout") -> AsyncIterator[bytes]:
-        """The log as it grows, chunk by chunk, until the task has ended and all is read."""
-        offset, pause = 0, FIRST_POLL_S
+        """The log as it grows, chunk by chunk, until the task has ended and all is read (a
+        retry's log starts again from its first byte)."""
+        cursor, pause = LogCursor(self.id), FIRST_POLL_S
         while True:
             ended = self.done
-            chunk = await self.client.logs(self.id, stream, offset)
+            chunk = cursor.take(stream, await self.client.call(cursor.next(stream)))
             if chunk:
-                offset += len(chunk)
                 pause = FIRST_POLL_S
                 yield chunk
             elif ended:

@@ -44,6 +44,8 @@ class Call(Generic[T]):
     headers: dict[str, str] = field(default_factory=dict)
     ok: tuple[int, ...] = (200, 201, 204)
     timeout: float | None = None
+    idempotent: bool = True
+    """Whether sending it twice does what sending it once does (see `retry`)."""
 
 
 def answer(call: Call[T], response: httpx.Response) -> T:
@@ -118,19 +120,6 @@ def quote(spec: dict[str, Any]) -> Call[Quote]:
     return Call("POST", "/api/v1/quote", model(Quote), json=spec)
 
 
-def logs(task_id: int, stream: str, offset: int) -> Call[bytes]:
-    """The log from byte `offset` on (a range request: a long log is not sent again)."""
-    headers = {"Range": f"bytes={offset}-"} if offset else {}
-
-    def tail(r: httpx.Response) -> bytes:
-        if r.status_code == 416:  # nothing past `offset` yet
-            return b""
-        return r.content if r.status_code == 206 else r.content[offset:]
-
-    return Call("GET", f"/api/v1/tasks/{task_id}/logs", tail, params={"stream": stream},
-                headers=headers, ok=(200, 206, 416))
-
-
 def outputs(task_id: int) -> Call[bytes]:
     return Call("GET", f"/api/v1/tasks/{task_id}/outputs", raw, timeout=300)
 
@@ -152,7 +141,7 @@ def site(site_id: str) -> Call[SiteOut]:
 
 
 def register_site(body: dict[str, Any]) -> Call[SiteRegistered]:
-    return Call("POST", "/api/v1/sites", model(SiteRegistered), json=body)
+    return Call("POST", "/api/v1/sites", model(SiteRegistered), json=body, idempotent=False)
 
 
 def usage(tenant: str | None, since: float | None, until: float | None) -> Call[Usage]:
@@ -170,7 +159,7 @@ def whoami() -> Call[dict[str, Any]]:
 
 
 def create_tenant(body: dict[str, Any]) -> Call[TenantOut]:
-    return Call("POST", "/api/v1/tenants", model(TenantOut), json=body)
+    return Call("POST", "/api/v1/tenants", model(TenantOut), json=body, idempotent=False)
 
 
 def set_tenant(tenant: str, body: dict[str, Any]) -> Call[TenantOut]:
@@ -183,4 +172,4 @@ def get_tenant(tenant: str) -> Call[TenantOut]:
 
 def create_key(tenant: str, user: str, role: str) -> Call[KeyOut]:
     return Call("POST", f"/api/v1/tenants/{tenant}/keys", model(KeyOut),
-                json={"user": user, "role": role})
+                json={"user": user, "role": role}, idempotent=False)

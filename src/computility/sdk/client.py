@@ -23,6 +23,7 @@ import httpx
 from computility.sdk import calls
 from computility.sdk.calls import Call
 from computility.sdk.errors import Unreachable
+from computility.sdk.logs import log_chunk
 from computility.sdk.profile import load_profile
 from computility.sdk.retry import pause_s, retryable
 from computility.sdk.specs import SpecLike, load_spec, packed, workdir_to_pack
@@ -87,7 +88,7 @@ class Client:
                     timeout=call.timeout if call.timeout is not None else httpx.USE_CLIENT_DEFAULT)
             except httpx.HTTPError as e:
                 error = e
-            if attempt < self.retries and retryable(response, error):
+            if attempt < self.retries and retryable(response, error, call.idempotent):
                 time.sleep(pause_s(attempt, self.backoff_s, response))
                 continue
             if error is not None:
@@ -161,8 +162,9 @@ class Client:
         return self.call(calls.quote(body))
 
     def logs(self, task_id: int, stream: str = "stdout", offset: int = 0) -> bytes:
-        """The task's log (``stdout`` or ``stderr``) from byte `offset` on."""
-        return self.call(calls.logs(task_id, stream, offset))
+        """The task's log (``stdout`` or ``stderr``: its latest attempt's) from byte `offset`
+        on."""
+        return self.call(log_chunk(task_id, stream, offset, None)).data
 
     def outputs(self, task_id: int) -> bytes:
         """The task's outputs as the gzip tar its site packed."""

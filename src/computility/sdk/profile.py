@@ -78,11 +78,22 @@ def save_profile(profile: Profile, name: str = DEFAULT_PROFILE, *,
     that name is left alone and None is returned."""
     if not PROFILE_NAME.match(name):
         raise UsageError(f"--profile: expected letters, digits, '-' or '_', got '{name}'")
-    path = profile_path()
-    profiles = read_profiles(path)
+    profiles = read_profiles()
     if name in profiles and not replace:
         return None
     profiles[name] = {"server": profile.server, "api_key": profile.api_key}
+    return _write(profiles)
+
+
+def remove_profile(name: str) -> None:
+    """Drop profile `name` (if there is one), keeping the others."""
+    profiles = read_profiles()
+    if profiles.pop(name, None) is not None:
+        _write(profiles)
+
+
+def _write(profiles: dict[str, dict[str, str]]) -> Path:
+    path = profile_path()
     text = "".join(
         f"[{section}]\n" + "".join(f"{k} = {_quoted(v)}\n" for k, v in values.items()) + "\n"
         for section, values in profiles.items()

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from computility.domain.errors import ComputilityError, UsageError
 from computility.sdk.errors import TaskFailed
+from computility.sdk.logs import LogCursor
 from computility.wire.api import TERMINAL_TASK_STATES, TaskOut
 from computility.wire.archives import BadArchive, BlobTooLarge, extract
 
@@ -73,13 +74,13 @@ class Task:
         return self.client.logs(self.id, stream).decode("utf-8", "replace")
 
     def follow(self, stream: str = "stdout") -> Iterator[bytes]:
-        """The log as it grows, chunk by chunk, until the task has ended and all is read."""
-        offset, pause = 0, FIRST_POLL_S
+        """The log as it grows, chunk by chunk, until the task has ended and all is read (a
+        retry's log starts again from its first byte)."""
+        cursor, pause = LogCursor(self.id), FIRST_POLL_S
         while True:
             ended = self.done
-            chunk = self.client.logs(self.id, stream, offset)
+            chunk = cursor.take(stream, self.client.call(cursor.next(stream)))
             if chunk:
-                offset += len(chunk)
                 pause = FIRST_POLL_S
                 yield chunk
             elif ended:

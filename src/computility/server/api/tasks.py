@@ -16,7 +16,7 @@ from computility.server.problems import ApiError, forbidden, invalid, not_found
 from computility.server.store import tasks as store
 from computility.server.store.attempts import list_for_task
 from computility.server.store.explain import explain, quote
-from computility.server.store.files import file_of
+from computility.server.store.files import file_of, log_of
 from computility.wire.api import (
     AttemptOut,
     Explanation,
@@ -140,14 +140,22 @@ async def quote_task(request: Request, who: Caller, plane: Plane) -> Quote:
 @router.get("/tasks/{task_id}/logs", response_class=PlainTextResponse)
 def task_logs(
     task_id: TaskId, who: Caller, plane: Plane, stream: str = "stdout",
+    x_log_attempt: Annotated[int | None, Header(ge=1, le=MAX_ID)] = None,
 ) -> Response:
+    """The latest attempt's log; `X-Log-Attempt` in the answer names that attempt. A reader
+    that sends the attempt it has been reading (`X-Log-Attempt`) with a `Range` gets, when a
+    newer attempt's log has replaced it, that whole log (200) instead of a range of it."""
     if stream not in ("stdout", "stderr"):
         raise invalid("stream", "stdout or stderr", 400)
     store.get(plane, who, task_id)
-    path = file_of(plane, task_id, stream)
+    path, attempt = log_of(plane, task_id, stream)
     if path is None:
         return PlainTextResponse("")
-    return FileResponse(path, media_type="text/plain; charset=utf-8")
+    media = "text/plain; charset=utf-8"
+    headers = {"X-Log-Attempt": str(attempt)}
+    if x_log_attempt is not None and x_log_attempt != attempt:
+        return Response(path.read_bytes(), media_type=media, headers=headers)
+    return FileResponse(path, media_type=media, headers=headers)
 
 
 @router.get("/tasks/{task_id}/outputs")
