@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from computility.sdk import AsyncClient, Client, Unreachable
@@ -63,3 +64,30 @@ def test_the_async_client_retries_the_same_way(late_plane: LocalControlPlane) ->
         return role, False
 
     assert asyncio.run(main()) == ("operator", True)
+
+
+def test_a_call_that_is_not_idempotent_is_retried_only_when_it_cannot_have_been_sent(
+    late_plane: LocalControlPlane,
+) -> None:
+    from computility.sdk import calls
+    from computility.sdk.retry import retryable
+
+    request = httpx.Request("POST", "http://service/api/v1/tenants")
+    sent_and_lost = httpx.ReadTimeout("no answer", request=request)
+    never_sent = httpx.ConnectError("refused", request=request)
+    overloaded = httpx.Response(503, request=request)
+    # A tenant or a key created twice, or a site registered twice (revoking its first key),
+    # is not what the caller asked for: only a request that never arrived is repeated.
+    assert not calls.create_tenant({"id": "t"}).idempotent
+    assert not calls.create_key("t", "u", "user").idempotent
+    assert not calls.register_site({}).idempotent
+    assert calls.get_task(1).idempotent
+    assert retryable(None, never_sent, idempotent=False)
+    assert not retryable(None, sent_and_lost, idempotent=False)
+    assert not retryable(overloaded, None, idempotent=False)
+    assert retryable(httpx.Response(429, request=request), None, idempotent=False)
+    assert retryable(None, sent_and_lost) and retryable(overloaded, None)
+    # And against a service that is not up yet, creating a tenant still succeeds once.
+    with Client(late_plane.url, late_plane.admin_key, retries=8, backoff_s=0.2) as client:
+        assert client.create_tenant("late-tenant").id == "late-tenant"
+        assert client.tenant("late-tenant").id == "late-tenant"
