@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from alembic import command
-from sqlalchemy import select, text
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, select, text
 
 from computility.server.db import schema as db
 from computility.server.db.engine import alembic_config, current_revision, make_engine, upgrade
@@ -28,6 +29,13 @@ ATTEMPT = ("INSERT INTO attempts (task_id, number, site_id, pool_id, units, stat
            "1, 'lost', 7, 1.0, 2.0, 0.0, 0 FROM tasks")
 
 
+def head_revision() -> str:
+    """The newest migration (later revisions upgrade the same rows further)."""
+    head = ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
+    assert head is not None
+    return head
+
+
 def _migrate(url: str, revision: str, down: bool = False) -> None:
     engine = make_engine(url)
     config = alembic_config(url)
@@ -37,22 +45,30 @@ def _migrate(url: str, revision: str, down: bool = False) -> None:
     engine.dispose()
 
 
+def _old_database(url: str, revision: str) -> Engine:
+    """A database at `revision` holding a tenant, a site, its pool, a task and an attempt.
+
+    Rows that refer to sites and tasks: a migration that copied those tables could not drop the
+    originals under them.
+    """
+    _migrate(url, revision)
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO tenants (id, created_at, budget_period) "
+                          "VALUES ('acme', 1.0, 'month')"))
+        for statement in (SITE, POOL, TASK, ATTEMPT):
+            conn.execute(text(statement))
+    return engine
+
+
 def test_upgrading_to_0003_keeps_sites_and_tasks_that_hold_and_read_no_dataset(
     db_url: str | None, tmp_path: Path,
 ) -> None:
     url = db_url or f"sqlite:///{tmp_path / 'old.db'}"
-    _migrate(url, "0002")
-    engine = make_engine(url)
+    engine = _old_database(url, "0002")
     try:
-        with engine.begin() as conn:
-            conn.execute(text("INSERT INTO tenants (id, created_at, budget_period) "
-                              "VALUES ('acme', 1.0, 'month')"))
-            # Rows that refer to sites and tasks: a migration that copied those tables could not
-            # drop the originals under them.
-            for statement in (SITE, POOL, TASK, ATTEMPT):
-                conn.execute(text(statement))
         upgrade(engine)
-        assert current_revision(engine) == "0003"
+        assert current_revision(engine) == head_revision()
         with engine.connect() as conn:
             site = conn.execute(select(db.sites.c.datasets)).one()
             task = conn.execute(select(db.tasks.c.dataset, db.tasks.c.data_local)).one()
@@ -70,8 +86,35 @@ def test_upgrading_to_0003_keeps_sites_and_tasks_that_hold_and_read_no_dataset(
     _migrate(url, "head")
     engine = make_engine(url)
     try:
-        assert current_revision(engine) == "0003"
+        assert current_revision(engine) == head_revision()
         with engine.connect() as conn:
             assert conn.execute(select(db.tasks.c.data_local)).scalar_one() in (False, 0)
+    finally:
+        engine.dispose()
+
+
+def test_upgrading_to_0004_keeps_tasks_without_a_deadline_or_a_hold(
+    db_url: str | None, tmp_path: Path,
+) -> None:
+    url = db_url or f"sqlite:///{tmp_path / 'old.db'}"
+    engine = _old_database(url, "0003")
+    try:
+        upgrade(engine)
+        assert current_revision(engine) == "0004"
+        with engine.connect() as conn:
+            task = conn.execute(select(db.tasks.c.deadline_at, db.tasks.c.not_before)).one()
+            pending = Pending.read(conn)
+        assert tuple(task) == (None, None)
+        assert (pending.deadline_at, pending.not_before) == ([None], [None])
+        assert pending.holding(1e12) == set()
+    finally:
+        engine.dispose()
+    _migrate(url, "0003", down=True)
+    _migrate(url, "head")
+    engine = make_engine(url)
+    try:
+        assert current_revision(engine) == "0004"
+        with engine.connect() as conn:
+            assert conn.execute(select(db.tasks.c.not_before)).scalar_one() is None
     finally:
         engine.dispose()

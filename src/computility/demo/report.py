@@ -68,6 +68,11 @@ def reason(outcome: Outcome, sites: Sequence[SiteOut]) -> str:
                      f"{best.carbon_kg - chosen.carbon_kg:+.2f} kg")
     elif chosen is not None:
         parts.append("the only site that fits")
+    deadline = ((t.spec or {}).get("placement") or {}).get("deadline")
+    if deadline and chosen is not None:
+        parts.append(f"deadline {deadline}: " + (
+            f"held {chosen.hold_s / 3600:.1f} h for a better hour" if chosen.hold_s > 0
+            else "no later hour before it does better, so it starts now"))
     failed = [a for a in outcome.attempts if a.state == "failed"]
     if failed and t.state == "succeeded":
         parts.append(f"attempt {failed[0].number} exited {failed[0].exit_code}, retried "

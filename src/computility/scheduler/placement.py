@@ -256,6 +256,24 @@ class Placement(FeasibilityMixin, RankingMixin):
             score=score[pick],
         )
 
+    def may_hold(self, task: int, now: float) -> bool:
+        """Whether `score` could offer `task` any hold at `now`: a shifting policy, a deadline,
+        and room before it for the next hour boundary plus the run on its fastest device plus
+        the margin (the filter `score` applies, taken on the fastest device of any pool, so it
+        never rules out a hold `score` would offer). A driver deciding holds for many tasks at
+        once (the control plane's scheduling loop) scores only those it is true for."""
+        t = self.tasks
+        deadline = float(t.deadline[task]) if t.deadline.shape[0] else math.nan
+        if self.policy not in SHIFTING_POLICIES or not math.isfinite(deadline):
+            return False
+        factors = self.speed.of(task)
+        finite = factors[np.isfinite(factors)]
+        if finite.shape[0] == 0:
+            return False
+        run = float(t.run[task]) * float(finite.min())
+        first = float(self._hold_options(now)[1])
+        return now + first + run + max(HOLD_MARGIN_S, HOLD_MARGIN_RUN_SHARE * run) <= deadline
+
     def _hold_options(self, now: float) -> FloatArray:
         """0, then the next hour boundaries (wall clock) up to `MAX_HOLD_HOURS` ahead, in s."""
         x = self.cost.base_hours + now / SECONDS_PER_HOUR

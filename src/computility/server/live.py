@@ -99,10 +99,23 @@ class Demand(NamedTuple):
     precision: str
     dataset: str | None = None
     data_local: bool = False
+    deadline_at: float | None = None
+    """UNIX seconds the task should finish by (None: no deadline)."""
 
 
-def demand_of(spec: TaskSpec) -> Demand:
-    """The scheduler's view of a spec: units, allowed devices, expected and longest run."""
+def deadline_of(spec: TaskSpec, submitted_ts: float) -> float | None:
+    """The spec's deadline as UNIX seconds: an ISO time as stated, a duration from submission."""
+    p = spec.placement
+    if p.deadline_at is not None:
+        return p.deadline_at.timestamp()
+    if p.deadline_in_s is not None:
+        return submitted_ts + p.deadline_in_s
+    return None
+
+
+def demand_of(spec: TaskSpec, submitted_ts: float | None = None) -> Demand:
+    """The scheduler's view of a spec: units, allowed devices, expected and longest run, and
+    the deadline (a relative one counted from `submitted_ts`; none without it)."""
     catalogue = default_catalogue()
     r = spec.resources
     gpu_milli = 0
@@ -139,6 +152,7 @@ def demand_of(spec: TaskSpec) -> Demand:
         rules=rules or None, precision=r.precision,
         dataset=data.dataset if data else None,
         data_local=data is not None and data.residency == "local",
+        deadline_at=None if submitted_ts is None else deadline_of(spec, submitted_ts),
     )
 
 
@@ -244,7 +258,8 @@ class LiveNetwork:
             [d.devices for d in demands], [d.run_s for d in demands],
             [d.timeout_s for d in demands], [d.ref_device for d in demands],
             [d.location for d in demands], tenants, now_ts,
-            [d.dataset for d in demands], [d.data_local for d in demands])
+            [d.dataset for d in demands], [d.data_local for d in demands],
+            [d.deadline_at for d in demands])
 
     def workload_from_columns(
         self,
@@ -260,11 +275,14 @@ class LiveNetwork:
         now_ts: float,
         dataset: Sequence[str | None] | None = None,
         data_local: Sequence[bool] | None = None,
+        deadline_at: Sequence[float | None] | None = None,
     ) -> Workload:
         """`workload` from per-task columns (a scheduling cycle reads them so).
 
         `dataset` names each task's input (None: none) and `data_local` whether it may not move;
         its size is the registered one (0 for a dataset no site holds: it runs nowhere anyway).
+        `deadline_at` is each task's deadline in UNIX seconds (None: none), put on the cost
+        model's time axis as the workload's `deadline`, where placement reads it.
         """
         sets: dict[tuple[str, ...] | None, int] = {None: ANY_GPU}
         refs: dict[str | None, int] = {None: NO_INDEX}
@@ -285,6 +303,9 @@ class LiveNetwork:
         data_gb = [0.0] * n if dataset is None else [sizes.get(x, 0.0) if x else 0.0
                                                      for x in dataset]
         now = cost_time(now_ts)
+        deadline = None  # none at all: the workload's default (NaN), without a pass over tasks
+        if deadline_at is not None and list(deadline_at).count(None) != n:
+            deadline = np.array([np.nan if x is None else cost_time(x) for x in deadline_at])
         return Workload.from_columns(
             "live",
             ids=np.asarray(ids, np.int64),
@@ -306,6 +327,7 @@ class LiveNetwork:
             data_gb=np.asarray(data_gb, np.float64),
             data_local=np.zeros(n, np.bool_) if data_local is None
             else np.asarray(data_local, np.bool_),
+            deadline=deadline,
         )
 
     def speed(self, workload: Workload) -> SpeedModel:

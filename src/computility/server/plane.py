@@ -40,6 +40,11 @@ class ControlPlane:
         self.last_housekeeping = 0.0
         self.started_at = time.time()
 
+    def now(self) -> float:
+        """The scheduling clock (`Settings.clock`): what time it is for curves, deadlines and
+        holds. Protocol timers use the wall clock instead."""
+        return self.settings.clock()
+
     def write(self) -> Any:
         """A write transaction (``with plane.write() as conn:``)."""
         return self._writer.begin()

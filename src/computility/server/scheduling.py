@@ -1,16 +1,21 @@
 """The scheduling loop: pending tasks in, placements out, through the core's batch placement.
 
 Each cycle (at least every `Settings.cycle_s`, and at once after a submission or a finished
-attempt) the leader:
+attempt) the leader, reading the time on the scheduling clock (`ControlPlane.now`) for curves,
+deadlines and holds and the wall clock for leases and liveness:
 
 1. ends expired leases and marks silent sites offline (their queued tasks go back to pending);
 2. reads every pending and held task and the pools' free units (what the agents last reported,
    less what is already queued there and not yet leased);
-3. places them with `computility.scheduler.batch` — `classify` then `greedy_fill`, per placement
-   policy and per group of tenants allowed on the same sites — the code the simulator runs;
-4. applies the tenants' concurrent-CU quotas: a placed task that would take its tenant over its
+3. holds for a later hour the tasks with a deadline under a shifting policy whose best option,
+   by the core's scoring with holds, is a cheaper or greener hour (`computility.server.shifting`;
+   a task held so stays ``held`` until its ``not_before``, then is placed as any other);
+4. places the others with `computility.scheduler.batch` — `classify` then `greedy_fill`, per
+   placement policy and per group of tenants allowed on the same sites — the code the simulator
+   runs, with each task's deadline ruling out late pools while another meets it;
+5. applies the tenants' concurrent-CU quotas: a placed task that would take its tenant over its
    quota is held instead, with the reason;
-5. writes the decisions in one transaction, each conditional on the task's version, and only if
+6. writes the decisions in one transaction, each conditional on the task's version, and only if
    this replica still holds the leadership epoch (`Leadership.fenced`).
 """
 
@@ -29,12 +34,15 @@ import numpy as np
 from sqlalchemy import bindparam, func, select, text, update
 
 from computility.scheduler.batch import classify, greedy_fill
+from computility.scheduler.placement import Placement
+from computility.scheduler.policies import SHIFTING_POLICIES
 from computility.server import states
 from computility.server.db import schema as db
 from computility.server.db.retry import retrying
 from computility.server.leadership import Leadership
 from computility.server.live import Demand, LiveNetwork, site_rules
 from computility.server.plane import ControlPlane
+from computility.server.shifting import DECISIONS_PER_CYCLE, HELD_PREFIX, decide_holds
 from computility.server.store.attempts import expire
 from computility.server.store.pricing import quote_rows
 
@@ -49,6 +57,8 @@ class CycleReport:
     pending: int = 0
     placed: int = 0
     held: int = 0
+    shifted: int = 0
+    """Of `held`: tasks held for a cheaper or greener hour this cycle."""
     expired: int = 0
     offline: int = 0
     wall_s: float = 0.0
@@ -60,7 +70,7 @@ PENDING_SQL = (
     "SELECT id, version, state, tenant_id, policy, cpus, gpu_milli, "
     "NULLIF(CAST(devices AS TEXT), 'null'), run_s, timeout_s, ref_device, location, "
     "NULLIF(CAST(rules AS TEXT), 'null'), max_price_micro, precision, reason, dataset, "
-    "data_local FROM tasks "
+    "data_local, deadline_at, not_before FROM tasks "
     "WHERE state IN ('pending', 'held') ORDER BY id"
 )
 """JSON columns come back as text, NULL where the JSON is null (stored either way), so only
@@ -90,6 +100,8 @@ class Pending:
     reason: list[str | None]
     dataset: list[str | None]
     data_local: list[bool]
+    deadline_at: list[float | None]
+    not_before: list[float | None]
 
     @classmethod
     def read(cls, conn: Any) -> Pending:
@@ -114,7 +126,14 @@ class Pending:
     def demand(self, i: int) -> Demand:
         return Demand(self.cpus[i], self.gpu_milli[i], self.devices[i], self.run_s[i],
                       self.timeout_s[i], self.ref_device[i], self.policy[i], self.location[i],
-                      self.rules[i], self.precision[i], self.dataset[i], self.data_local[i])
+                      self.rules[i], self.precision[i], self.dataset[i], self.data_local[i],
+                      self.deadline_at[i])
+
+    def holding(self, at: float) -> set[int]:
+        """Rows held for a later hour that has not come yet at `at`: left as they are."""
+        if self.not_before.count(None) == len(self.not_before):  # C speed: none was held
+            return set()
+        return {i for i, nb in enumerate(self.not_before) if nb is not None and nb > at}
 
 
 HOUSEKEEPING_S = 1.0
@@ -186,11 +205,16 @@ def cycle(plane: ControlPlane, leadership: Leadership, now: float | None = None)
         if row is not None:
             free[row] -= int(units or 0)
     free = np.maximum(free, 0) * live.online
-    choice = _place(live, rows, free, now)
+    at = plane.now()
+    holding = rows.holding(at)
+    choice, shifts = _place(live, rows, free, at, holding)
     t3 = time.perf_counter()
     report.timings["place_s"] = t3 - t2
     writes, holds = _decide(live, rows, choice, quotas, in_use)
-    report.placed, report.held = len(writes), len(holds)
+    report.placed, report.held, report.shifted = len(writes), len(holds) + len(shifts), len(shifts)
+    holds += [{"tid": rows.id[i], "v": rows.version[i], "s": rows.state[i], "to": states.HELD,
+               "reason": reason, "nb": until} for i, (until, reason) in shifts.items()]
+    holds += _released(rows, choice, holding, at)
     # A lost connection (a new leader ends a silent one's sessions) is retried on a fresh
     # one, where the epoch check refuses the write.
     report.fenced_out = not retrying(_write, plane, leadership, rows, writes, holds, now)
@@ -199,13 +223,16 @@ def cycle(plane: ControlPlane, leadership: Leadership, now: float | None = None)
     return report
 
 
-def _place(live: LiveNetwork, rows: Pending, free: np.ndarray, now: float) -> np.ndarray:
-    """Per task row: the pool row it is placed on, or -1."""
+def _place(
+    live: LiveNetwork, rows: Pending, free: np.ndarray, now: float, holding: set[int],
+) -> tuple[np.ndarray, dict[int, tuple[float, str]]]:
+    """Per task row: the pool row it is placed on, or -1; and the rows to hold for a later
+    hour, each with (the hold's end, the reason). Rows in `holding` are left out."""
     tenants = rows.tenant
     workload = live.workload_from_columns(
         list(range(len(rows))), rows.cpus, rows.gpu_milli, rows.devices, rows.run_s,
         rows.timeout_s, rows.ref_device, rows.location, tenants, now, rows.dataset,
-        rows.data_local)
+        rows.data_local, rows.deadline_at)
     position = np.empty(len(rows), np.int64)
     position[workload.ids] = np.arange(len(rows))  # workload row of each task row
     rules = {}
@@ -221,9 +248,13 @@ def _place(live: LiveNetwork, rows: Pending, free: np.ndarray, now: float) -> np
         access[t] = mask.tobytes()
         masks[access[t]] = mask
     for i, (policy, t) in enumerate(zip(rows.policy, tenants, strict=True)):
+        if holding and i in holding:
+            continue
         groups[(policy, access[t])].append(i)
     left = free.copy()
     placements: dict[str, Any] = {}
+    shifts: dict[int, tuple[float, str]] = {}
+    budget = [DECISIONS_PER_CYCLE]
     for (policy, key), members in sorted(groups.items()):
         if policy not in placements:
             placements[policy] = (
@@ -232,6 +263,14 @@ def _place(live: LiveNetwork, rows: Pending, free: np.ndarray, now: float) -> np
             )
         placement = placements[policy]
         usable = np.where(masks[key], left, 0)
+        if policy in SHIFTING_POLICIES:
+            held, deferred = _shift(live, rows, placement, position, members, usable, now,
+                                    budget)
+            shifts.update(held)
+            if held or deferred:
+                members = [i for i in members if i not in held and i not in deferred]
+            if not members:
+                continue
         task_rows = position[np.asarray(members, np.int64)]
         classes = classify(placement, task_rows, 0.0 + _cost_now(now), usable)
         assignment = greedy_fill(classes, usable)
@@ -242,7 +281,48 @@ def _place(live: LiveNetwork, rows: Pending, free: np.ndarray, now: float) -> np
         cpu = live.network.arrays.pool_is_cpu[pools[placed]]
         units = np.where(cpu, np.asarray(rows.cpus)[task_of], np.asarray(rows.gpu_milli)[task_of])
         np.subtract.at(left, pools[placed], units)
-    return choice
+    return choice, shifts
+
+
+def _shift(
+    live: LiveNetwork, rows: Pending, placement: Placement, position: np.ndarray,
+    members: list[int],
+    usable: np.ndarray, now: float, budget: list[int],
+) -> tuple[dict[int, tuple[float, str]], set[int]]:
+    """Of `members` (one group's task rows), those with a deadline and never held that are best
+    held for a later hour (see `computility.server.shifting`), keyed by task row; and those left
+    undecided for the next cycle, once this cycle's `budget` of decisions is spent."""
+    shiftable = [i for i in members
+                 if rows.deadline_at[i] is not None and rows.not_before[i] is None]
+    if not shiftable:
+        return {}, set()
+    keys = [(*rows.demand(i)._replace(rules=None), json.dumps(rows.rules[i], sort_keys=True),
+             rows.max_price[i]) for i in shiftable]
+    decided = decide_holds(
+        placement, [int(position[i]) for i in shiftable], keys,
+        [float(rows.deadline_at[i] or 0.0) for i in shiftable], usable, now,
+        live.network.currency, live.network.utc_offset_minutes, budget[0])
+    budget[0] -= decided.scored
+    return ({shiftable[k]: hold for k, hold in decided.held.items()},
+            {shiftable[k] for k in decided.deferred})
+
+
+def _released(
+    rows: Pending, choice: np.ndarray, holding: set[int], at: float,
+) -> list[dict[str, Any]]:
+    """Held tasks whose hour has come but that found no room this cycle: back to ``pending``,
+    the reason saying so (a task shows ``held`` only while its hold lasts)."""
+    out: list[dict[str, Any]] = []
+    if rows.not_before.count(None) == len(rows):
+        return out
+    for i, nb in enumerate(rows.not_before):
+        if (nb is None or i in holding or choice[i] >= 0 or rows.state[i] != states.HELD
+                or not (rows.reason[i] or "").startswith(HELD_PREFIX)):
+            continue
+        out.append({"tid": rows.id[i], "v": rows.version[i], "s": states.HELD,
+                    "to": states.PENDING, "nb": nb,
+                    "reason": f"was {rows.reason[i]}; now waiting for room"})
+    return out
 
 
 def _rules(live: LiveNetwork, rows: Pending, now: float) -> dict[int, Any]:
@@ -296,8 +376,9 @@ def _decide(
                 reason = (f"held: over the tenant's concurrent quota ({used[tenant]:.1f} "
                           f"of {quota:g} CU in use, this task needs {cu:.1f})")
                 if rows.state[i] != states.HELD or rows.reason[i] != reason:
-                    holds.append({"tid": rows.id[i], "v": rows.version[i],
-                                  "s": rows.state[i], "reason": reason})
+                    holds.append({"tid": rows.id[i], "v": rows.version[i], "s": rows.state[i],
+                                  "to": states.HELD, "reason": reason,
+                                  "nb": rows.not_before[i]})
                 continue
             used[tenant] += cu
         site, pool_id = keys[pool]
@@ -315,8 +396,8 @@ def _write(
     for w in writes:
         states.check_task(w["s"], states.QUEUED)
     for h in holds:
-        if h["s"] != states.HELD:
-            states.check_task(h["s"], states.HELD)
+        if h["s"] != h["to"]:
+            states.check_task(h["s"], h["to"])
     t = db.tasks
     chunks = _chunks(plane, writes)
     if len(chunks) > 1:
@@ -338,8 +419,8 @@ def _write(
         if holds:
             conn.execute(
                 update(t).where(t.c.id == bindparam("tid"), t.c.version == bindparam("v"))
-                .values(state=states.HELD, reason=bindparam("reason"),
-                        version=t.c.version + 1, updated_at=now),
+                .values(state=bindparam("to"), reason=bindparam("reason"),
+                        not_before=bindparam("nb"), version=t.c.version + 1, updated_at=now),
                 holds,
             )
     if writes:

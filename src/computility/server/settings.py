@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import socket
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,6 +55,12 @@ class Settings:
     run_loop: bool = True
     replica: str = ""
     """This replica's name in the leadership table (host:pid when empty)."""
+    clock: Callable[[], float] = time.time
+    """The scheduling clock, UNIX seconds: where "now" falls on the hourly price and carbon
+    curves, when a relative deadline starts counting, and when a hold for cheaper or greener hours
+    ends (scheduling cycles, quotes, explanations, submissions). Tests inject a clock to place a
+    task hours ahead without waiting for them. Protocol timers (leases, heartbeats, site
+    liveness) measure real elapsed time and keep the wall clock whatever this is."""
 
 
 TUNABLE = {

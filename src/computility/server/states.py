@@ -4,11 +4,12 @@ Every write that changes a task's state goes through `check_task` (and is condit
 task's version in the same statement), so an illegal change is a bug caught here, never a row
 silently moved from ``succeeded`` back to ``running``.
 
-Task states: ``pending`` (waiting for a place), ``held`` (over a quota, with the reason),
-``queued`` (placed on a site's pool, waiting for its agent to lease it), ``leased`` (an agent holds
-it), ``running``, and the terminal ``succeeded``, ``failed``, ``cancelled``, ``lost``. A task goes
-back to ``pending`` when an attempt fails and a retry is left, when infrastructure fails under it
-(free re-placement), or when its site goes offline before leasing it.
+Task states: ``pending`` (waiting for a place), ``held`` (over a quota, or held for a cheaper or
+greener hour until its ``not_before``; with the reason), ``queued`` (placed on a site's pool,
+waiting for its agent to lease it), ``leased`` (an agent holds it), ``running``, and the terminal
+``succeeded``, ``failed``, ``cancelled``, ``lost``. A task goes back to ``pending`` when an attempt
+fails and a retry is left, when infrastructure fails under it (free re-placement), when its site
+goes offline before leasing it, or when its hold for an hour ends with no room for it.
 """
 
 from __future__ import annotations

@@ -96,6 +96,10 @@ class Candidate(Reply):
     # model's transfer; 0 where the site's region holds a copy). `price` includes its egress.
     transfer_s: float = 0.0
     moved_gb: float = 0.0
+    # A task with a deadline under `cheapest` / `greenest`: how long it would be held here for a
+    # cheaper or greener hour first (0: it starts now). `price` and `carbon_kg` are then those of
+    # the run starting after the hold.
+    hold_s: float = 0.0
 
 
 class Quote(Reply):

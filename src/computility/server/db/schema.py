@@ -135,6 +135,11 @@ tasks = Table(
     # The spec's first input: the dataset the scheduler places by, and whether it may move.
     Column("dataset", String(64), nullable=True),
     Column("data_local", Boolean, nullable=False, default=False),
+    # The spec's deadline as UNIX seconds (a relative one counted from submission); null: none.
+    Column("deadline_at", Float, nullable=True),
+    # Held for a cheaper or greener hour until then; once set the task is never shifted again
+    # (the simulator's rule: a task is held at most once). Null: never held for hours.
+    Column("not_before", Float, nullable=True),
     Column("retries", Integer, nullable=False),
     Column("user_failures", Integer, nullable=False, default=0),
     Column("infra_failures", Integer, nullable=False, default=0),

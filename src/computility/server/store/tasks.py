@@ -81,7 +81,9 @@ def submit(
     known_places(plane, specs, batch)
     _dataset_names(specs, batch)
     workdirs = _workdirs(plane, who, specs, batch)
-    demands = [demand_of(s) for s in specs]
+    # A relative deadline counts from now on the scheduling clock, as the loop reads it.
+    submitted = plane.now()
+    demands = [demand_of(s, submitted) for s in specs]
     live = plane.live(max_age_s=LIVE_MAX_AGE_S)
     quote_max, reasons = _admit(plane, who, live, specs, demands, batch)
     now = time.time()
@@ -94,6 +96,7 @@ def submit(
             "run_s": d.run_s, "timeout_s": d.timeout_s, "ref_device": d.ref_device,
             "precision": d.precision, "location": d.location, "rules": d.rules,
             "dataset": d.dataset, "data_local": d.data_local, "reason": reasons[i],
+            "deadline_at": d.deadline_at, "not_before": None,
             "retries": s.retries, "user_failures": 0, "infra_failures": 0,
             "max_price_micro": s.placement.max_price_micro, "quote_max_micro": q,
             "cancel_requested": False, "idempotency_key": None if keys is None else keys[i],
