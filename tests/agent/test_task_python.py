@@ -64,3 +64,14 @@ def test_a_user_who_cannot_reach_the_agents_python_gets_one_with_cloudpickle(
         env={"PYTHONPATH": chosen.pythonpath, "PATH": "/usr/bin:/bin"},
         capture_output=True, text=True, check=True)
     assert probe.stdout.strip() == cloudpickle.__version__
+
+
+def test_tasks_staged_side_by_side_all_get_the_same_python(tasks_root: Path) -> None:
+    # Several tasks of a site are staged at once; the first choice must not fail the others.
+    from concurrent.futures import ThreadPoolExecutor
+
+    stranger = (os.getuid() + 23456, os.getgid() + 23456)
+    tasks_root.chmod(0o755)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        chosen = list(pool.map(lambda _: task_python(stranger, tasks_root), range(16)))
+    assert len(set(chosen)) == 1

@@ -15,6 +15,8 @@ import functools
 import os
 import shutil
 import sys
+import threading
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,9 +31,19 @@ class TaskPython:
     pythonpath: str | None = None
 
 
-@functools.cache
+_choosing = threading.Lock()
+
+
 def task_python(owner: tuple[int, int] | None, tasks_root: Path) -> TaskPython:
-    """The interpreter (and extra import path) for tasks run as `owner` (None: as the agent)."""
+    """The interpreter (and extra import path) for tasks run as `owner` (None: as the agent).
+    Decided once per (owner, tasks root); tasks staged side by side wait for that decision
+    rather than racing to make the shared copy."""
+    with _choosing:
+        return _task_python(owner, tasks_root)
+
+
+@functools.cache
+def _task_python(owner: tuple[int, int] | None, tasks_root: Path) -> TaskPython:
     here = TaskPython(sys.executable)
     if owner is None:
         return here
@@ -58,8 +70,7 @@ def _shared_cloudpickle(tasks_root: Path) -> str | None:
         # Someone else could have written it: every executor task would import their code.
         shutil.rmtree(lib.parent, ignore_errors=True)
     if not (lib / "cloudpickle" / "__init__.py").exists():
-        staging = lib.with_name(lib.name + f".{os.getpid()}")
-        shutil.rmtree(staging, ignore_errors=True)
+        staging = lib.with_name(f"{lib.name}.{uuid.uuid4().hex}")  # each maker its own
         shutil.copytree(source, staging / "cloudpickle",
                         ignore=shutil.ignore_patterns("__pycache__"))
         for place in (lib.parent, staging, *staging.rglob("*")):
