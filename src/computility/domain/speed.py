@@ -75,19 +75,29 @@ class SpeedModel:
             uniq, inverse = np.unique(keys, axis=0, return_inverse=True)
         else:
             uniq, inverse = np.zeros((0, 3), np.int64), np.zeros(0, np.int64)
-        factors = np.ones((uniq.shape[0], len(pool_devices)))
+        # The factor depends on the pool's device type only: compute it once per distinct type
+        # (a few dozen) and spread it to the pools (thousands) by index.
+        kinds: dict[str, int] = {}
+        types: list[DeviceType] = []
+        for device in pool_devices:
+            if device.id not in kinds:
+                kinds[device.id] = len(types)
+                types.append(device)
+        column = np.fromiter((kinds[d.id] for d in pool_devices), np.int64, len(pool_devices))
+        per_type = np.ones((uniq.shape[0], len(types)))
         for row, (r, p, c) in enumerate(uniq.tolist()):
             if r == NO_INDEX:
                 continue
             reference = device_of[workload.ref_devices[r]]
             profile = workload.profiles[p] if p != NO_INDEX else None
-            for col, device in enumerate(pool_devices):
+            for col, device in enumerate(types):
                 if device.is_accelerator != reference.is_accelerator:
                     continue  # never feasible; leave 1 so no division by a CPU's peak
-                factors[row, col] = speed_factor(
+                per_type[row, col] = speed_factor(
                     reference, device, profile=profile, devices=c, precision=precision,
                     table=table,
                 )
+        factors = per_type[:, column]
         self.task_class: NDArray[np.int64] = inverse.reshape(-1).astype(np.int64)
         self.factors: NDArray[np.float64] = factors
         self.exact = bool(np.all(factors == 1.0))

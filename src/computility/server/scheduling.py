@@ -26,6 +26,7 @@ import logging
 import threading
 import time
 from collections import defaultdict, deque
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -428,7 +429,7 @@ def _write(
     return True
 
 
-PARALLEL_WRITE_MIN = 20_000
+PARALLEL_WRITE_MIN = 5_000
 WRITERS = 2
 
 
@@ -467,9 +468,12 @@ def _write_placements(conn: Any, writes: list[dict[str, Any]], now: float) -> No
             "CAST(:sites AS text[]), CAST(:pools AS text[]), CAST(:units AS bigint[]), "
             "CAST(:cus AS float8[])) AS v(id, version, site, pool, units, cu) "
             "WHERE tasks.id = v.id AND tasks.version = v.version"
-        ), {"ids": [w["tid"] for w in writes], "vs": [w["v"] for w in writes],
-            "sites": [w["site"] for w in writes], "pools": [w["pool"] for w in writes],
-            "units": [w["units"] for w in writes], "cus": [w["cu"] for w in writes],
+        ), {"ids": _array_literal(w["tid"] for w in writes),
+            "vs": _array_literal(w["v"] for w in writes),
+            "sites": _array_literal((w["site"] for w in writes), quoted=True),
+            "pools": _array_literal((w["pool"] for w in writes), quoted=True),
+            "units": _array_literal(w["units"] for w in writes),
+            "cus": _array_literal(w["cu"] for w in writes),
             "now": now})
         return
     conn.exec_driver_sql(
@@ -484,6 +488,19 @@ def _write_placements(conn: Any, writes: list[dict[str, Any]], now: float) -> No
         "units = placed.units, cu = placed.cu, version = tasks.version + 1, updated_at = ?, "
         "reason = NULL FROM placed WHERE tasks.id = placed.id "
         "AND tasks.version = placed.version", (now,))
+
+
+
+def _array_literal(values: Iterable[Any], quoted: bool = False) -> str:
+    """A PostgreSQL array literal of `values`: the server parses one string several times
+    faster than the driver adapts a Python list element by element (a third of the write's
+    time at 10,000 placements). Numbers print as themselves (``str`` of a float round-trips
+    exactly); `quoted` elements are double-quoted with backslash escapes, so no name can read
+    as ``NULL`` or break the literal."""
+    if quoted:
+        return "{" + ",".join(
+            '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values) + "}"
+    return "{" + ",".join(map(str, values)) + "}"
 
 
 BURST_CYCLES = 10
