@@ -32,6 +32,7 @@ from computility.server.problems import ApiError
 from computility.server.scheduling import SchedulingLoop
 from computility.server.settings import Settings, default_replica
 from computility.server.store.attempts import grace_after_restart
+from computility.server.web import install_web
 from computility.wire.archives import BlobTooLarge
 
 log = logging.getLogger("computility.server")
@@ -274,6 +275,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         return {"status": "ok"}
 
     install_metrics(app, plane)
+    install_web(app)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     return app
 

@@ -260,3 +260,62 @@ counters = Table(
     Column("name", String(32), primary_key=True),
     Column("value", BigInteger, nullable=False),
 )
+
+# --------------------------------------------------------------------------- dashboard
+
+web_sessions = Table(
+    "web_sessions",
+    metadata,
+    # SHA-256 of the cookie's secret: a copy of the table signs no one in.
+    Column("id", String(64), primary_key=True),
+    Column("key_id", String(32), ForeignKey("api_keys.id"), nullable=False),
+    Column("csrf", String(64), nullable=False),
+    Column("lang", String(8), nullable=False, default="en"),
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+)
+Index("ix_web_sessions_key", web_sessions.c.key_id)
+
+samples = Table(
+    "samples",
+    metadata,
+    # One row per pool per sampling tick: supply and demand over time, what the dashboard's
+    # charts draw (the live tables hold only the present).
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("at", Float, nullable=False),
+    Column("site_id", String(64), nullable=False),
+    Column("pool_id", String(64), nullable=False),
+    Column("device", String(64), nullable=False),
+    Column("capacity_cu", Float, nullable=False),
+    Column("busy_cu", Float, nullable=False),
+    Column("queued_cu", Float, nullable=False),
+    Column("queued_tasks", Integer, nullable=False),
+    Column("price_micro_per_cu_hour", BigInteger, nullable=False),
+    Column("electricity_price_micro", BigInteger, nullable=False),
+    Column("carbon_kg_per_kwh", Float, nullable=False),
+    Column("online", Boolean, nullable=False),
+)
+Index("ix_samples_at", samples.c.at)
+Index("ix_samples_site_at", samples.c.site_id, samples.c.at)
+
+validation_runs = Table(
+    "validation_runs",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("tenant_id", String(64), ForeignKey("tenants.id"), nullable=False),
+    Column("created_by", String(32), nullable=False),  # the API key id that started it
+    Column("created_at", Float, nullable=False),
+    Column("state", String(16), nullable=False),  # queued | running | done | failed | cancelled
+    Column("trace", String(256), nullable=False),
+    Column("network", String(256), nullable=False),
+    Column("policies", JSON, nullable=False),
+    Column("options", JSON, nullable=False),
+    Column("progress", Float, nullable=False, default=0.0),
+    Column("message", Text, nullable=True),
+    Column("result", JSON, nullable=True),
+    Column("replica", String(128), nullable=True),
+    Column("pid", Integer, nullable=True),
+    Column("started_at", Float, nullable=True),
+    Column("finished_at", Float, nullable=True),
+)
+Index("ix_validation_runs_created", validation_runs.c.created_at)
