@@ -224,11 +224,13 @@ def demo() -> tuple[Schema, Schema]:
         "type": "object",
         "properties": {
             "server": {"type": "string", "description": "The demo service's URL."},
+            "dashboard": {"type": "string",
+                          "description": "The dashboard's address (sign in with an API key)."},
             "wall_s": {"type": "number", "description": "Seconds from start to summary."},
             "bills": {"type": "array", "items": ref(Usage, defs)},
             "tasks": {"type": "array", "items": {"allOf": [ref(TaskOut, defs), extra]}},
         },
-        "required": ["server", "wall_s", "bills", "tasks"],
+        "required": ["server", "dashboard", "wall_s", "bills", "tasks"],
     }
     return body, defs
 

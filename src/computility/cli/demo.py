@@ -68,7 +68,8 @@ def demo_command(
         wall = time.monotonic() - started
         if as_json:
             print_json({
-                "server": net.url, "wall_s": round(wall, 3), "bills": bills,
+                "server": net.url, "dashboard": f"{net.url}/", "wall_s": round(wall, 3),
+                "bills": bills,
                 "tasks": [{**dump(o.task), "shows": o.shows, "why": reason(o, sites),
                            "explain": o.why, "attempt_records": o.attempts} for o in outcomes],
             })
@@ -77,6 +78,8 @@ def demo_command(
             stdout.print(bill_table(bills))
             stdout.print(f"{len(outcomes)} tasks on {len(sites)} sites in {wall:.1f} s; "
                          f"the service was {net.url}")
+            stdout.print(f"The dashboard was at {net.url}/ (run with --keep to browse it)"
+                         if not keep else f"The dashboard: {net.url}/")
         if keep:
             hold(net)
     ok = all(o.task.state == "succeeded" for o in outcomes)
@@ -150,6 +153,8 @@ def hold(net: DemoNetwork) -> None:
          f"{path}")
     note("try: COMPUTILITY_PROFILE=demo computility sites   ·   "
          "COMPUTILITY_PROFILE=demo computility run -- hostname")
+    note(f"dashboard: {net.url}/ — sign in as the operator with {net.keys['operator']}, or "
+         f"as a user of climate-lab with {net.keys['climate-lab']}")
     note("press Ctrl-C to stop it")
     try:
         while True:
