@@ -18,6 +18,7 @@ from benchmarks import (
     agent_latency,
     batch_placement,
     control_plane,
+    dashboard_pages,
     decision_latency,
     executor_map,
     gavel_heterogeneity,
@@ -190,6 +191,19 @@ def _executor_map(ci: bool) -> str:
     return line
 
 
+def _dashboard_pages(ci: bool) -> str:
+    d = dashboard_pages
+    # A tenth of the tasks on the same 1,000 sites, every page within twice the target.
+    results, missed = d.run(["sqlite", "postgresql"], ci)
+    line = "; ".join(
+        f"{db}: slowest {max(r['pages'].values(), key=lambda p: p['median_s'])['median_s']:.3f} s "
+        f"of {len(r['pages'])} pages ({r['tasks']:,} tasks, {r['sites']:,} sites)"
+        for db, r in results.items() if isinstance(r, dict) and "pages" in r)
+    if missed:
+        raise AssertionError(f"over the limit: {'; '.join(missed)} ({line})")
+    return line
+
+
 BENCHMARKS: dict[str, Callable[[bool], str]] = {
     "lublin_windows": _lublin_windows,
     "accasim_compare": _accasim,
@@ -200,6 +214,7 @@ BENCHMARKS: dict[str, Callable[[bool], str]] = {
     "decision_latency": _decision_latency,
     "million_tasks": _million_tasks,
     "control_plane": _control_plane,
+    "dashboard_pages": _dashboard_pages,
     "agent_latency": _agent_latency,
     "executor_map": _executor_map,
 }
