@@ -45,12 +45,26 @@ def visible_text(page: Page) -> str:
     return page.evaluate("() => document.body.innerText")
 
 
+def visible_navigation(page: Page) -> int:
+    """How many navigation links a person can see: in the top bar, or (on a narrow screen) in
+    the menu once it is opened, which is then closed again."""
+    shown = page.locator("header.top nav.wide a:visible").count()
+    if shown:
+        return shown
+    menu = page.locator("header.top details.menu")
+    if not menu.locator("summary").is_visible():
+        return 0
+    menu.locator("summary").click()
+    shown = menu.locator("nav a:visible").count()
+    menu.locator("summary").click()
+    return shown
+
+
 def check_page(page: Page, lang: str, signed_in: bool = True) -> None:
     """What every page must be, in a browser: navigation present, no raw JSON on screen, nothing
     wider than the window, the chosen language."""
     if signed_in:
-        assert page.locator("header.top nav[aria-label=main] a").count() >= 3, \
-            f"{page.url}: no navigation"
+        assert visible_navigation(page) >= 3, f"{page.url}: no navigation on screen"
     text = visible_text(page)
     assert '{"' not in text and "':" not in text, f"{page.url}: raw JSON on screen"
     assert "Traceback" not in text and "Internal Server Error" not in text, page.url

@@ -5,6 +5,10 @@ and, when no profile exists yet, writes the server URL and that key into the def
 ``$XDG_CONFIG_HOME/computility/config.toml`` (mode 600) before it starts answering, so that the
 CLI on the same machine needs no other step. `COMPUTILITY_SERVER` and `COMPUTILITY_API_KEY`
 override the profile.
+
+Logs go to stderr, one JSON object per line when stderr is not a terminal (a service manager, a
+container, a file: what a log store ingests) and as plain text lines at a terminal;
+``--log-format json|text`` chooses explicitly (`computility.server.observability.logging`).
 """
 
 from __future__ import annotations
@@ -23,6 +27,21 @@ from computility.sdk.profile import Profile, save_profile
 
 DEFAULT_PORT = 8470
 
+log = logging.getLogger("computility.up")
+
+
+LOG_FORMATS = ("auto", "json", "text")
+
+
+def resolve_log_format(fmt: str, stream: Any = None) -> str:
+    """``json`` or ``text``: `fmt` itself, or for ``auto`` text at a terminal, JSON elsewhere."""
+    if fmt not in LOG_FORMATS:
+        raise UsageError(f"--log-format: expected auto, json or text, got '{fmt}'")
+    if fmt != "auto":
+        return fmt
+    stream = sys.stderr if stream is None else stream
+    return "text" if stream.isatty() else "json"
+
 db_app = typer.Typer(help="The control plane's database.", no_args_is_help=True)
 
 
@@ -34,17 +53,20 @@ def up_command(
     no_local_site: Annotated[bool, typer.Option("--no-local-site",
                                                 help="Do not run a local agent.")] = False,
     network: Annotated[str, typer.Option(help="Topology sites register into.")] = "default",
+    log_format: Annotated[str, typer.Option(
+        "--log-format", help="auto, json or text: log lines as JSON objects or text (auto: "
+        "text at a terminal, JSON otherwise).")] = "auto",
 ) -> None:
     """Run the control plane in the foreground until SIGINT/SIGTERM."""
     import uvicorn
 
     from computility.server.app import begin_shutdown, create_app, local_provider_key
+    from computility.server.observability.logging import configure
     from computility.server.settings import from_environment
 
     if not 0 < port < 65536:
         raise UsageError(f"--port: expected 1-65535, got {port}")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    configure(resolve_log_format(log_format))
     settings = from_environment(db_url=db, network=network)
     app = create_app(settings)
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
@@ -54,13 +76,13 @@ def up_command(
         try:
             written = save_profile(Profile(url, key), replace=False)
         except UsageError as error:  # an unreadable profile: the key must not be lost with it
-            print(f"computility: profile not written ({error})", file=sys.stderr)
+            log.warning("profile not written (%s)", error)
             written = None
         if written is not None:
-            print(f"computility: admin key written to {written}", file=sys.stderr)
+            log.info("admin key written to %s", written)
         else:
-            print(f"computility: admin key (shown once): {key}", file=sys.stderr)
-    print(f"computility: serving {url}", file=sys.stderr)
+            log.warning("admin key (shown once): %s", key)
+    log.info("serving %s", url)
     local: LocalSite | None = None
 
     class Server(uvicorn.Server):
@@ -75,7 +97,7 @@ def up_command(
                 super().handle_exit(sig, frame)
                 return
             self.stopping_site = True
-            print("computility: stopping the local site and its tasks", file=sys.stderr)
+            log.info("stopping the local site and its tasks")
             site = local
 
             def then() -> None:
@@ -85,7 +107,10 @@ def up_command(
 
             threading.Thread(target=then, name="stop-local-site", daemon=True).start()
 
+    # Uvicorn's lines go through the handler `configure` installed (log_config=None), and its
+    # access log is off: the service writes its own, with request ids (`computility.access`).
     server = Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
+                                   log_config=None, access_log=False,
                                    timeout_graceful_shutdown=5))
     if not no_local_site:
         local = LocalSite(url, local_provider_key(app.state.plane), server)
@@ -127,9 +152,9 @@ class LocalSite:
                                    Overrides(site=site, region=region))
             self.agent = agent.start()
         except Exception as e:  # the service stays up without its local site
-            logging.getLogger("computility.up").error("local site not started: %s", e)
+            log.error("local site not started: %s", e)
             return
-        print(f"computility: local site '{agent.site.id}' joined", file=sys.stderr)
+        log.info("local site '%s' joined", agent.site.id)
 
     def stop(self) -> None:
         self._thread.join(timeout=30)

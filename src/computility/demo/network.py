@@ -95,7 +95,8 @@ class DemoNetwork:
         self.root.chmod(0o755)  # the sites' tasks read the dataset under it
         for name in ("computility.agent", "computility.leadership", "alembic"):
             logging.getLogger(name).setLevel(logging.WARNING)
-        settings = Settings(data_dir=self.root / "service", cycle_s=0.5)
+        # Supply and demand sampled every 5 s: the demo network lives minutes, not days.
+        settings = Settings(data_dir=self.root / "service", cycle_s=0.5, sample_s=5.0)
         self.server = EmbeddedServer(settings).start()
         self.keys["operator"] = self.server.admin_key
         with self.client() as admin:

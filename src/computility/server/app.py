@@ -1,4 +1,6 @@
-"""The FastAPI application: routes, problem-details errors, body limits, metrics, lifecycle.
+"""The FastAPI application: routes, problem-details errors, body limits, lifecycle.
+
+Metrics, logs and health probes: `computility.server.observability`.
 
 `create_app` opens (and migrates) the database, bootstraps the first tenant, gives every lease
 one more TTL after a restart, and starts the scheduling loop; shutting down stops the loop.
@@ -17,8 +19,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse
-from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from fastapi.responses import JSONResponse
 from sqlalchemy import Engine, func, insert, select, update
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -27,17 +28,21 @@ from computility.server.api import admin, agent, sites, tasks
 from computility.server.auth import new_key
 from computility.server.db import schema as db
 from computility.server.db.engine import make_engine, sqlite_url, upgrade
+from computility.server.observability import install_observability
 from computility.server.plane import ControlPlane
 from computility.server.problems import ApiError
 from computility.server.scheduling import SchedulingLoop
 from computility.server.settings import Settings, default_replica
 from computility.server.store.attempts import grace_after_restart
+from computility.server.validation import start_validation_worker, stop_validation_worker
 from computility.server.web import install_web
 from computility.wire.archives import BlobTooLarge
 
 log = logging.getLogger("computility.server")
 API_VERSION = "v1"
-UPLOAD_PATHS = ("/api/v1/uploads", "/api/v1/agent/attempts/")
+UPLOAD_PATHS = ("/api/v1/uploads", "/api/v1/agent/attempts/", "/validation/runs")
+"""Bodies the limit does not cover: each of these routes enforces its own while reading (a
+validation run's uploaded trace: `computility.server.validation.choices.MAX_UPLOAD_BYTES`)."""
 
 
 def open_database(settings: Settings) -> Engine:
@@ -204,33 +209,6 @@ def install_errors(app: FastAPI) -> None:
                                  "an unexpected error; it has been logged"))
 
 
-def install_metrics(app: FastAPI, plane: ControlPlane) -> None:
-    registry = CollectorRegistry()
-    by_state = Gauge("computility_tasks", "Tasks by state", ["state"], registry=registry)
-    sites_online = Gauge("computility_sites_online", "Sites online", registry=registry)
-    duplicates = Counter("computility_duplicate_reports", "Refused stale or repeated attempt "
-                         "reports", registry=registry)
-    cycle_s = Gauge("computility_scheduling_cycle_seconds", "Last scheduling cycle's wall time",
-                    registry=registry)
-    seen = {"duplicates": 0}
-
-    @app.get("/metrics", include_in_schema=False)
-    def metrics() -> PlainTextResponse:
-        with plane.engine.connect() as conn:
-            for state, n in conn.execute(select(db.tasks.c.state, func.count())
-                                         .group_by(db.tasks.c.state)):
-                by_state.labels(state).set(n)
-            sites_online.set(conn.execute(select(func.count()).select_from(db.sites)
-                                          .where(db.sites.c.online.is_(True))).scalar() or 0)
-        duplicates.inc(plane.duplicates - seen["duplicates"])
-        seen["duplicates"] = plane.duplicates
-        loop = getattr(app.state, "loop", None)
-        if loop is not None and loop.last is not None:
-            cycle_s.set(loop.last.wall_s)
-        return PlainTextResponse(generate_latest(registry).decode(),
-                                 media_type="text/plain; version=0.0.4")
-
-
 def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     engine = engine or open_database(settings)
     plane = ControlPlane(engine, settings)
@@ -251,9 +229,11 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         app.state.loop = loop
         if loop is not None:
             loop.start()
+        start_validation_worker(app)
         try:
             yield
         finally:
+            await asyncio.to_thread(stop_validation_worker, app)
             if loop is not None:
                 await asyncio.to_thread(loop.stop)
             plane.on_placed.clear()
@@ -269,14 +249,10 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     install_errors(app)
     for router in (tasks.router, sites.router, agent.router, admin.router):
         app.include_router(router)
-
-    @app.get("/healthz", include_in_schema=False)
-    def healthz() -> dict[str, str]:
-        return {"status": "ok"}
-
-    install_metrics(app, plane)
     install_web(app)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    # Last: its middleware is then the outermost, seeing every request (413s included).
+    install_observability(app, plane)
     return app
 
 

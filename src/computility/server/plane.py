@@ -19,6 +19,7 @@ from computility.network import load_network
 from computility.server.db import schema as db
 from computility.server.db.engine import writer
 from computility.server.live import LiveNetwork, PoolRow, SiteRow
+from computility.server.observability.metrics import ServerMetrics
 from computility.server.settings import Settings, default_replica
 
 
@@ -37,6 +38,9 @@ class ControlPlane:
         self.wake_scheduler = threading.Event()
         self.on_placed: list[Callable[[], None]] = []
         self.duplicates = 0
+        self.metrics = ServerMetrics()
+        """What the server's code paths count (`computility.server.observability.metrics`);
+        this plane's own registry, never shared with another plane in the process."""
         self.last_housekeeping = 0.0
         self.started_at = time.time()
 

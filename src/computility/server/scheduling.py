@@ -43,6 +43,7 @@ from computility.server.db.retry import retrying
 from computility.server.leadership import Leadership
 from computility.server.live import Demand, LiveNetwork, site_rules
 from computility.server.plane import ControlPlane
+from computility.server.sampling import maybe_sample
 from computility.server.shifting import DECISIONS_PER_CYCLE, HELD_PREFIX, decide_holds
 from computility.server.store.attempts import expire
 from computility.server.store.pricing import quote_rows
@@ -143,8 +144,8 @@ seconds), not on every cycle a burst of submissions triggers."""
 
 
 def housekeeping(plane: ControlPlane, now: float) -> tuple[int, int]:
-    """Expire leases, take silent sites offline, re-place work stuck on a site; (expired,
-    offline)."""
+    """Expire leases, take silent sites offline, re-place work stuck on a site, sample supply
+    and demand when a sampling tick is due; (expired, offline)."""
     if now - plane.last_housekeeping < HOUSEKEEPING_S:
         return 0, 0
     plane.last_housekeeping = now
@@ -165,6 +166,7 @@ def housekeeping(plane: ControlPlane, now: float) -> tuple[int, int]:
             state=states.PENDING, site_id=None, pool_id=None, units=None, cu=None,
             version=db.tasks.c.version + 1, updated_at=now,
             reason="placed again: its site did not lease it"))
+    maybe_sample(plane, now)
     return expired, len(gone)
 
 
@@ -175,6 +177,7 @@ def cycle(plane: ControlPlane, leadership: Leadership, now: float | None = None)
     report = CycleReport()
     report.expired, report.offline = housekeeping(plane, now)
     t1 = time.perf_counter()
+    report.timings["housekeeping_s"] = t1 - t0
     live = plane.live()
     with plane.engine.connect() as conn:
         rows = Pending.read(conn)
@@ -523,6 +526,10 @@ class SchedulingLoop:
     def start(self) -> None:
         self._thread.start()
 
+    def alive(self) -> bool:
+        """Whether the loop's thread runs (``/readyz`` checks it)."""
+        return self._thread.is_alive()
+
     def stop(self) -> None:
         self._stop.set()
         self.plane.wake_scheduler.set()
@@ -541,6 +548,7 @@ class SchedulingLoop:
                 if self.leadership.tick(time.time()):
                     self.last = cycle(plane, self.leadership)
                     self.cycles += 1
+                    plane.metrics.observe_cycle(self.last, time.time())
             except Exception:
                 log.exception("scheduling cycle failed")
             plane.wake_scheduler.wait(plane.settings.cycle_s)

@@ -52,6 +52,9 @@ class Settings:
     blob_limit_bytes: int = BLOB_LIMIT_BYTES
     leader_stale_s: float = 10.0
     """A leader silent this long is replaced (PostgreSQL replicas)."""
+    sample_s: float = 60.0
+    """The leader samples every pool's capacity, load and prices this often (the dashboard's
+    charts of supply and demand; see `computility.server.sampling`)."""
     run_loop: bool = True
     replica: str = ""
     """This replica's name in the leadership table (host:pid when empty)."""
@@ -68,6 +71,7 @@ TUNABLE = {
     "COMPUTILITY_LEASE_TTL_S": "lease_ttl_s",
     "COMPUTILITY_OFFLINE_AFTER_S": "offline_after_s",
     "COMPUTILITY_LEADER_STALE_S": "leader_stale_s",
+    "COMPUTILITY_SAMPLE_S": "sample_s",
     "COMPUTILITY_REPLICA": "replica",
 }
 """Environment variables that override timing settings of `computility up` (operators tune

@@ -1,4 +1,4 @@
-"""Who is calling: every route but ``/healthz``, ``/metrics`` and ``/openapi.json`` needs a key.
+"""Who is calling: every API route needs a key (not ``/healthz``, ``/readyz``, ``/metrics``).
 
 The key comes as ``Authorization: Bearer cu_<id>_<secret>`` (or ``X-API-Key``). Keys are
 looked up by id and checked with a constant-time comparison; verified keys are cached for a few
@@ -18,6 +18,7 @@ from starlette.concurrency import run_in_threadpool
 
 from computility.server.auth import Identity, secret_matches, split_key
 from computility.server.db import schema as db
+from computility.server.observability.logging import bind
 from computility.server.plane import ControlPlane
 from computility.server.problems import ApiError
 
@@ -58,7 +59,7 @@ async def identity(
     with _cache_lock:
         hit = _cache.get(key_id)
     if hit is not None and hit[0] > now and secret_matches(secret, hit[1]):
-        return hit[2]
+        return _known(request, hit[2])
     plane: ControlPlane = request.app.state.plane
     row = await run_in_threadpool(_key_row, plane, key_id)
     if row is None or row["revoked_at"] is not None or not secret_matches(
@@ -69,6 +70,15 @@ async def identity(
                    user_id=row["user_id"], site=row["site_id"])
     with _cache_lock:
         _cache[key_id] = (now + CACHE_S, row["secret_sha256"], who)
+    return _known(request, who)
+
+
+def _known(request: Request, who: Identity) -> Identity:
+    """The caller, now in the request's log context: its tenant, and the site (an agent's own,
+    or the one the path names) and task the request is about."""
+    params = request.path_params
+    bind(tenant=who.tenant, site_id=who.site or params.get("site_id"),
+         task_id=params.get("task_id"))
     return who
 
 

@@ -9,6 +9,7 @@ lease calls never wait on each other.
 
 from __future__ import annotations
 
+import logging
 import secrets
 import time
 from typing import Any
@@ -20,6 +21,7 @@ from computility.server import states
 from computility.server.auth import Identity
 from computility.server.db import schema as db
 from computility.server.db.engine import is_sqlite
+from computility.server.observability.logging import bind, log_context
 from computility.server.plane import ControlPlane
 from computility.server.problems import ApiError, invalid, not_found
 from computility.server.store.billing import bill
@@ -31,6 +33,8 @@ from computility.server.store.sites import (
     record_free,
 )
 from computility.wire.api import AttemptReport, Lease, ReportReply
+
+log = logging.getLogger("computility.attempts")
 
 
 def claim(
@@ -94,6 +98,7 @@ def claim(
                                 pool=t["pool_id"], units=int(t["units"]),
                                 expires_at=now + ttl, spec=t["spec"]))
         record_free(conn, site, reported)
+    plane.metrics.leases_granted.inc(len(leases))
     return leases
 
 
@@ -147,6 +152,7 @@ def report(
         a = conn.execute(query).mappings().first()
         if a is None:
             raise not_found("attempt", attempt_id)
+        bind(task_id=a["task_id"])
         repeat = a["state"] in states.ATTEMPT_TERMINAL and a["state"] != states.LOST and (
             body.state == "exited" or a["state"] in (states.SUCCEEDED, states.FAILED,
                                                      states.CANCELLED))
@@ -168,7 +174,7 @@ def _apply(
 ) -> ReportReply:
     task = conn.execute(select(db.tasks).where(db.tasks.c.id == a["task_id"])).mappings().one()
     if body.state == "running":
-        return _running(conn, a, task, now)
+        return _running(plane, conn, a, task, now)
     if body.state in ("failed_to_start", "interrupted"):
         default = ("failed to start on the site" if body.state == "failed_to_start"
                    else "interrupted by the site")
@@ -200,11 +206,17 @@ def _set_attempt(conn: Connection, a: Any, new: str, **values: Any) -> None:
                  .values(state=new, **values))
 
 
-def _running(conn: Connection, a: Any, task: Any, now: float) -> ReportReply:
+def _running(
+    plane: ControlPlane, conn: Connection, a: Any, task: Any, now: float
+) -> ReportReply:
     if a["state"] == states.RUNNING:
         return ReportReply(attempt=a["id"], state=states.RUNNING,
                            cancel=bool(task["cancel_requested"]))
     _set_attempt(conn, a, states.RUNNING, started_at=now)
+    if a["number"] == 1:
+        # The wait before a task's first start (a commit lost after this, and the report
+        # retried, would count one start twice: rare, and harmless to a histogram).
+        plane.metrics.queue_wait.observe(max(0.0, now - float(task["submitted_at"])))
     if task["state"] == states.LEASED:
         _set_task(conn, task, states.RUNNING, now)
     return ReportReply(attempt=a["id"], state=states.RUNNING,
@@ -289,6 +301,11 @@ def expire(plane: ControlPlane, now: float) -> int:
                 _set_attempt(conn, a, states.LOST, ended_at=now, reason="lease expired")
                 continue
             _infra_failure(conn, a, task, now, f"lease expired on site {a['site_id']}")
+    plane.metrics.lease_expiries.inc(len(expired))
+    for a in expired:
+        with log_context(task_id=a["task_id"], site_id=a["site_id"]):
+            log.warning("lease of attempt %s expired unrenewed; its task is re-placed free of "
+                        "charge", a["id"])
     return len(expired)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -14,6 +15,7 @@ from computility.domain.site import MILLI
 from computility.server import states
 from computility.server.auth import Identity, new_key
 from computility.server.db import schema as db
+from computility.server.observability.logging import log_context
 from computility.server.plane import ControlPlane
 from computility.server.problems import conflict, forbidden, invalid, not_found
 from computility.wire.api import (
@@ -24,6 +26,8 @@ from computility.wire.api import (
     SiteIn,
     SiteOut,
 )
+
+log = logging.getLogger("computility.sites")
 
 
 def register(plane: ControlPlane, who: Identity, site: SiteIn) -> tuple[SiteOut, str]:
@@ -113,6 +117,9 @@ def register(plane: ControlPlane, who: Identity, site: SiteIn) -> tuple[SiteOut,
         ))
     plane.sites_changed()
     plane.wake_scheduler.set()
+    with log_context(site_id=site.id):
+        log.info("site %s %s with %d pools", site.id,
+                 "registered" if owner is None else "registered again", len(pool_rows))
     return get(plane, who, site.id), key
 
 
@@ -238,6 +245,8 @@ def heartbeat(plane: ControlPlane, who: Identity, beat: Heartbeat) -> HeartbeatR
                 cancel = _to_stop(plane, conn, [held[i]["task_id"] for i in live_ids],
                                   {r.attempt: r.run_s for r in beat.running}, live_ids, now)
         record_free(conn, site_id, reported)  # pools last: the lock order of every writer
+    plane.metrics.heartbeats.inc()
+    plane.metrics.lease_renewals.inc(len(beat.running or ()) - len(unknown))
     return HeartbeatReply(cancel=cancel, unknown=unknown, lease_ttl_s=plane.settings.lease_ttl_s,
                           heartbeat_s=plane.settings.heartbeat_s)
 

@@ -14,6 +14,7 @@ if the data were there.
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from collections.abc import Mapping, Sequence
@@ -34,6 +35,8 @@ from computility.server.store.files import owns_upload
 from computility.server.store.pricing import admission_quotes, spent_this_period
 from computility.wire.api import SLUG, TaskOut
 from computility.wire.spec import TaskSpec, task_spec_from_mapping
+
+log = logging.getLogger("computility.tasks")
 
 LIST_LIMIT_MAX = 1000
 LIVE_MAX_AGE_S = 1.0
@@ -116,6 +119,7 @@ def submit(
                 return existing
         raise
     plane.wake_scheduler.set()
+    plane.metrics.tasks_submitted.labels("batch" if batch else "single").inc(len(ids))
     for row, task_id in zip(rows, ids, strict=True):  # what was inserted, without reading back
         row.update(id=task_id, finished_at=None, site_id=None, pool_id=None,
                    exit_code=None, signal=None, n_attempts=0, cost_micro=0)
@@ -386,6 +390,7 @@ def cancel(plane: ControlPlane, who: Identity, task_id: int) -> dict[str, Any]:
                 .values(version=db.tasks.c.version + 1, updated_at=now, **values)
             ).rowcount
         if done:
+            log.info("task %s: %s", task_id, values["reason"])
             if state in states.ACTIVE:
                 for wake in list(plane.on_placed):  # agents' open polls carry the cancel
                     wake()
