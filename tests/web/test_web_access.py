@@ -109,3 +109,26 @@ def test_a_user_never_sees_another_tenants_task_logs_or_bill(dashboard: Dashboar
         assert bob.get(path).status_code == 403, path
     with dashboard.server.client(dashboard.alice_key) as alice:
         assert alice.get(f"/api/v1/tasks/{task}").json()["state"] != "cancelled"
+
+
+def test_odd_ids_and_periods_get_an_answer_never_a_server_error(dashboard: Dashboard) -> None:
+    operator = dashboard.session(dashboard.operator_key)
+    odd = ("%C2%B2", "1" * 4301, "0", "-1", "99999999999999999999")
+    for raw in odd:
+        for path in (f"/tasks/{raw}", f"/tasks/{raw}/live", f"/tasks/{raw}/log/stdout",
+                     f"/validation/{raw}", f"/validation/{raw}/status"):
+            assert operator.get(path).status_code == 404, path
+        for path in (f"/tasks?before={raw}", f"/validation?before={raw}"):
+            assert operator.get(path).status_code == 400, path
+    for period in ("9999-12", "9999-12-31", "2026-13", "0000-00"):
+        for path in (f"/usage?period={period}", f"/usage.csv?period={period}"):
+            r = operator.get(path)
+            assert r.status_code in (200, 400), (path, r.status_code)
+
+
+def test_a_large_form_sent_to_a_cancel_route_meets_the_body_limit(dashboard: Dashboard) -> None:
+    """Only the upload form itself is exempt from the service's body limit, by exact path."""
+    alice = dashboard.session(dashboard.alice_key)
+    big = "x" * (17 * 1024 * 1024)
+    r = alice.post("/validation/runs/cancel", {"pad": big})
+    assert r.status_code == 413

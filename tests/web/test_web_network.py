@@ -138,11 +138,16 @@ def test_a_site_on_its_regions_curves_shows_the_price_and_carbon_of_this_hour(
 def test_only_an_operator_or_the_owner_sees_the_latest_tasks_of_a_site(
         dashboard: Dashboard, network: FakeAgent) -> None:
     ids = _fill(dashboard, network)
-    for key, shown in ((dashboard.provider_key, True), (dashboard.alice_key, False),
-                       (dashboard.bob_key, False)):
+    for key, shown in ((dashboard.operator_key, True), (dashboard.provider_key, False),
+                       (dashboard.alice_key, False), (dashboard.bob_key, False)):
         r = dashboard.session(key).get("/sites/zjk-big")
         assert r.status_code == 200
         assert (f'href="/tasks/{ids[0]}"' in r.text) is shown
+    # The owner sees its site busy with other tenants' work, but not what that work is.
+    owner = dashboard.session(dashboard.provider_key).get("/sites/zjk-big").text
+    assert owner.count("another tenant&#39;s task") >= 1
+    assert "another tenant&#39;s task" not in dashboard.session(dashboard.operator_key).get(
+        "/sites/zjk-big").text
 
 
 def test_an_unknown_or_invisible_site_is_not_found(

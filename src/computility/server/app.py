@@ -40,7 +40,10 @@ from computility.wire.archives import BlobTooLarge
 
 log = logging.getLogger("computility.server")
 API_VERSION = "v1"
-UPLOAD_PATHS = ("/api/v1/uploads", "/api/v1/agent/attempts/", "/validation/runs")
+UPLOAD_PATHS = ("/api/v1/uploads", "/api/v1/agent/attempts/")
+UPLOAD_PAGES = ("/validation/runs",)
+"""Dashboard routes that take an upload: exempt from the body limit by exact path only (they
+enforce their own, before reading the body)."""
 """Bodies the limit does not cover: each of these routes enforces its own while reading (a
 validation run's uploaded trace: `computility.server.validation.choices.MAX_UPLOAD_BYTES`)."""
 
@@ -112,7 +115,8 @@ class BodyLimit:
         self.limit = limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or str(scope["path"]).startswith(UPLOAD_PATHS):
+        path = str(scope.get("path", ""))
+        if scope["type"] != "http" or path.startswith(UPLOAD_PATHS) or path in UPLOAD_PAGES:
             await self.app(scope, receive, send)
             return
         headers = dict(scope.get("headers") or [])

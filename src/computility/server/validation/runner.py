@@ -49,6 +49,11 @@ class _Child:
     shown_as: tuple[str, str] | None  # (stored path, name the operator gave it)
     killed: bool = False
 
+    @property
+    def upload(self) -> Path | None:
+        """The uploaded trace this run reads, deleted when the run ends."""
+        return Path(self.shown_as[0]) if self.shown_as is not None else None
+
 
 def worker_request(row: dict[str, Any], data_dir: Path) -> tuple[dict[str, Any],
                                                                  tuple[str, str] | None]:
@@ -234,8 +239,12 @@ class ValidationRunner:
 
     def _record(self, child: _Child, code: int, result: dict[str, Any] | None,
                 error: dict[str, Any] | None) -> None:
-        if child.killed or self._stopping.is_set():
-            return  # cancelled (the row says so already) or requeued by `stop`
+        if self._stopping.is_set():
+            return  # requeued by `stop`: it runs again, on its upload if it has one
+        if child.upload is not None:
+            child.upload.unlink(missing_ok=True)  # the run has ended: its trace is not needed
+        if child.killed:
+            return  # cancelled (the row says so already)
         if result is not None and code == 0:
             runs.finish(self.plane, child.run_id, runs.DONE, result=result)
             return

@@ -50,7 +50,9 @@ def create_run(plane: ControlPlane, run: NewRun) -> int:
         run_id: int = conn.execute(insert(vr).returning(vr.c.id).values(
             tenant_id=run.tenant, created_by=run.key_id, created_at=time.time(), state=QUEUED,
             trace=run.trace[:256], network=run.network[:256], policies=list(run.policies),
-            options=run.options, progress=0.0)).scalar_one()
+            # An uploaded trace lies in this replica's data directory: only it may run it.
+            options={**run.options, "replica": plane.replica} if run.options.get("upload")
+            else run.options, progress=0.0)).scalar_one()
     return run_id
 
 
@@ -80,6 +82,11 @@ def queued_ahead(plane: ControlPlane, run_id: int) -> int:
             vr.c.state == QUEUED, vr.c.id < run_id)).scalar() or 0)
 
 
+CLAIM_WINDOW = 50
+"""Queued runs looked at per claim: the oldest this replica may run among them (a run of an
+uploaded trace waits for the replica that holds the file)."""
+
+
 def claim_next(plane: ControlPlane) -> dict[str, Any] | None:
     """Take the oldest queued run for this replica (``running``), or None if none is left.
 
@@ -87,8 +94,10 @@ def claim_next(plane: ControlPlane) -> dict[str, Any] | None:
     (on SQLite, the database's one write lock) is taken only when there is a run to claim.
     """
     with plane.engine.connect() as conn:
-        row = conn.execute(select(vr.c.id).where(vr.c.state == QUEUED)
-                           .order_by(vr.c.id).limit(1)).first()
+        queued = conn.execute(select(vr.c.id, vr.c.options).where(vr.c.state == QUEUED)
+                              .order_by(vr.c.id).limit(CLAIM_WINDOW)).all()
+    row = next((r for r in queued if (r.options or {}).get("replica", plane.replica)
+                == plane.replica), None)
     if row is None:
         return None
     with plane.write() as conn:

@@ -22,7 +22,7 @@ import secrets
 import time
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from fastapi import Request
 from sqlalchemy import delete, insert, select
@@ -143,7 +143,7 @@ def _session_row(plane: ControlPlane, token: str) -> Any:
 async def viewer(request: Request) -> Viewer:
     """The signed-in viewer of a page (a FastAPI dependency); `SignInRequired` otherwise."""
     token = request.cookies.get(SESSION_COOKIE)
-    here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    here = return_path(request)
     if not token or len(token) > 100:
         raise SignInRequired(here)
     plane: ControlPlane = request.app.state.plane
@@ -169,6 +169,18 @@ async def checked_viewer(request: Request) -> Viewer:
     if not sent or not hmac.compare_digest(sent, who.csrf):
         raise CsrfRefused()
     return who
+
+
+def return_path(request: Request) -> str:
+    """Where to come back to after signing in: the page itself for a page; for a live
+    fragment (an htmx request), the page the fragment is part of; for a form post, the start
+    page (a post cannot be replayed as a link)."""
+    if request.headers.get("hx-request"):
+        current = urlsplit(request.headers.get("hx-current-url", ""))
+        return safe_next(current.path + (f"?{current.query}" if current.query else ""))
+    if request.method not in ("GET", "HEAD"):
+        return "/"
+    return request.url.path + (f"?{request.url.query}" if request.url.query else "")
 
 
 def require_operator(who: Viewer) -> None:

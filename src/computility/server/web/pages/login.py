@@ -30,7 +30,10 @@ router = APIRouter(include_in_schema=False)
 
 
 def _secure(request: Request) -> bool:
-    return request.url.scheme == "https"
+    """Whether the browser reached us over HTTPS: directly, or through a TLS-terminating proxy
+    that says so (the cookie then carries ``Secure`` and never travels in clear)."""
+    forwarded = request.headers.get("x-forwarded-proto", "").split(",")[0].strip().lower()
+    return request.url.scheme == "https" or forwarded == "https"
 
 
 def _login_form(request: Request, next_url: str, error: str | None = None,

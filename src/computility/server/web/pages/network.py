@@ -365,6 +365,12 @@ def site_view(plane: ControlPlane, v: Viewer, site_id: str) -> dict[str, Any] | 
         owner = v.operator or (v.role == "provider" and v.tenant == site.owner)
         latest = _latest_tasks(conn, site_id) if owner else []
         history = _history(conn, site_id, time.time())
+    for task in latest:
+        # A provider sees that its site runs other tenants' work, not what that work is called
+        # (the API never shows a provider key another tenant's tasks either).
+        task["foreign"] = not v.operator and task["tenant_id"] != v.tenant
+        if task["foreign"]:
+            task["name"] = None
     summary = summarise([site], pools, {site_id: (row.lat, row.lon)}, plane.base)[0]
     day = local_day_start(clock, offset)
     elec_day = curve_at(row.electricity_curve, row.electricity_price_micro, day, offset, 24)

@@ -39,13 +39,13 @@ from computility.server.store import tasks as task_store
 from computility.server.store.attempts import list_for_task
 from computility.server.store.explain import explain
 from computility.server.store.files import log_of
+from computility.server.web.params import positive_id
 from computility.server.web.render import SECURITY_HEADERS, page
 from computility.server.web.session import PageForbidden, Viewer, checked_viewer, viewer
 
 router = APIRouter(include_in_schema=False)
 
 PAGE_SIZE = 50
-MAX_ID = 2**63 - 1
 TEXT_MAX = 256
 """The longest name search or site filter accepted (a task's name is at most 256 characters)."""
 LOG_TAIL_BYTES = 64 * 1024
@@ -118,9 +118,9 @@ def parse_filter(params: Any, who: Viewer) -> TaskFilter:
     raw = text("before")
     before: int | None = None
     if raw:
-        if not raw.isdigit() or not 1 <= int(raw) <= MAX_ID:
+        before = positive_id(raw)
+        if before is None:
             raise BadQuery("before", who.t("tasks.bad.before"), raw)
-        before = int(raw)
     return TaskFilter(q=text("q"), state=state, site=text("site"), tenant=tenant, before=before)
 
 
@@ -210,7 +210,7 @@ async def task_rows(request: Request, who: Annotated[Viewer, Depends(viewer)]) -
 
 
 def _task_id(raw: str) -> int | None:
-    return int(raw) if raw.isdigit() and 1 <= int(raw) <= MAX_ID else None
+    return positive_id(raw)
 
 
 def _stages(row: dict[str, Any], attempts: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -72,7 +72,7 @@ def period_window(period: str, now: float, offset_minutes: int) -> tuple[float, 
         if re.fullmatch(r"\d{4}-\d{2}-\d{2}", period):
             day = datetime.strptime(period, "%Y-%m-%d").replace(tzinfo=zone)
             return day.timestamp(), (day + timedelta(days=1)).timestamp()
-    except ValueError:  # 2026-13, 2026-02-30
+    except (ValueError, OverflowError):  # 2026-13, 2026-02-30, 9999-12 (its next month)
         return None
     return None
 

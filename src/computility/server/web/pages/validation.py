@@ -36,6 +36,7 @@ from computility.server.validation.choices import (
 from computility.server.validation.compare import comparison_view
 from computility.server.validation.runner import MAX_RUNNING, ValidationRunner
 from computility.server.web.i18n import Translator
+from computility.server.web.params import positive_id
 from computility.server.web.render import SECURITY_HEADERS, duration, page
 from computility.server.web.session import Viewer, checked_viewer, require_operator, viewer
 
@@ -123,11 +124,11 @@ async def validation_index(request: Request, who: Annotated[Viewer, Depends(view
     require_operator(who)
     before_id = None
     if before:
-        if not before.isdigit() or len(before) > 18:
+        before_id = positive_id(before)
+        if before_id is None:
             return page(request, "error.html", {"who": who, "kind": "bad_request",
                                                 "detail": who.t("validation.error.bad_before")},
                         status=400)
-        before_id = int(before)
     listing = await run_in_threadpool(_list_context, request, before_id)
     return page(request, "validation.html", {
         "who": who, **_form_context(who), **listing, "workload_text": workload_text,
@@ -201,9 +202,8 @@ async def _read_upload(choices: RunChoices, stored: Any, name: str) -> FieldProb
 
 
 def _run_or_none(request: Request, run_id: str) -> dict[str, Any] | None:
-    if not run_id.isdigit() or len(run_id) > 18:
-        return None
-    return runs.get_run(request.app.state.plane, int(run_id))
+    number = positive_id(run_id)
+    return None if number is None else runs.get_run(request.app.state.plane, number)
 
 
 def _status_context(request: Request, run: dict[str, Any], who: Viewer) -> dict[str, Any]:
@@ -271,10 +271,12 @@ async def validation_status(request: Request, run_id: str,
 
 
 @router.post("/validation/{run_id}/cancel")
-async def cancel_run(request: Request, run_id: str,
-                     who: Annotated[Viewer, Depends(checked_viewer)]) -> Response:
-    """Cancel a queued or running run; its worker is gone before the answer is sent."""
-    require_operator(who)
+async def cancel_run(request: Request, run_id: str) -> Response:
+    """Cancel a queued or running run; its worker is gone before the answer is sent. The role
+    is checked before the form is read (and its CSRF token with it), so no one else's form body
+    is ever parsed here."""
+    require_operator(await viewer(request))
+    who = await checked_viewer(request)
     run = await run_in_threadpool(_run_or_none, request, run_id)
     if run is None:
         return page(request, "error.html", {"who": who, "kind": "not_found"}, status=404)

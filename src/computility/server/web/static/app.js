@@ -24,7 +24,10 @@
     var data = [spec.x].concat(spec.series.map(function (s) { return s.values; }));
     // "bars": true draws bars (x = categories 0..n-1, named by "xlabels"), as for policies.
     var bars = spec.bars && uPlot.paths && uPlot.paths.bars ? uPlot.paths.bars({ size: [0.6, 64] }) : null;
-    var series = [{}].concat(spec.series.map(function (s, i) {
+    // The x series' legend label in the page's language (uPlot's own is English).
+    var zh = (document.documentElement.lang || "").indexOf("zh") === 0;
+    var xname = spec.xlabel || (spec.time !== false ? (zh ? "时间" : "Time") : (zh ? "数值" : "Value"));
+    var series = [{ label: xname }].concat(spec.series.map(function (s, i) {
       var color = s.color || palette[i % palette.length];
       if (bars) return { label: s.label, stroke: color, fill: color + "99", width: 1, paths: bars,
                          points: { show: false } };
