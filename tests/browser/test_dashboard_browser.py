@@ -176,7 +176,8 @@ SCREENS = ("login", "network", "site", "supply", "tasks", "task", "usage", "vali
 
 def _paths(page: Page, demo: DemoNetwork) -> dict[str, str]:
     page.goto(f"{demo.url}/tasks")
-    task = page.locator("#task-rows a[href^='/tasks/']").first.get_attribute("href")
+    task = page.locator("#task-rows tr:has(span.state-succeeded) a[href^='/tasks/']").first \
+        .get_attribute("href")
     page.goto(f"{demo.url}/validation")
     run = page.locator("a[href^='/validation/']").first.get_attribute("href")
     assert task and run, "the scenario test leaves a task and a validation run"
