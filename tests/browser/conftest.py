@@ -18,8 +18,10 @@ def demo() -> Iterator[DemoNetwork]:
         yield network
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium() -> Iterator[object]:
+    """Module-scoped, not session-scoped: Playwright's synchronous API keeps an event loop
+    running in this thread while it is open, and later tests call `asyncio.run`."""
     path = chromium_path()
     if not os.access(path, os.X_OK):
         pytest.skip(f"no Chromium at {path}: run scripts/ensure-chromium.sh "

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, select, text
+from sqlalchemy import Engine, inspect, select, text
 
 from computility.server.db import schema as db
 from computility.server.db.engine import alembic_config, current_revision, make_engine, upgrade
@@ -100,7 +100,7 @@ def test_upgrading_to_0004_keeps_tasks_without_a_deadline_or_a_hold(
     engine = _old_database(url, "0003")
     try:
         upgrade(engine)
-        assert current_revision(engine) == "0004"
+        assert current_revision(engine) == head_revision()
         with engine.connect() as conn:
             task = conn.execute(select(db.tasks.c.deadline_at, db.tasks.c.not_before)).one()
             pending = Pending.read(conn)
@@ -113,8 +113,34 @@ def test_upgrading_to_0004_keeps_tasks_without_a_deadline_or_a_hold(
     _migrate(url, "head")
     engine = make_engine(url)
     try:
-        assert current_revision(engine) == "0004"
+        assert current_revision(engine) == head_revision()
         with engine.connect() as conn:
             assert conn.execute(select(db.tasks.c.not_before)).scalar_one() is None
+    finally:
+        engine.dispose()
+
+
+def test_upgrading_to_0005_adds_the_dashboards_tables_and_keeps_every_row(
+    db_url: str | None, tmp_path: Path,
+) -> None:
+    url = db_url or f"sqlite:///{tmp_path / 'old.db'}"
+    engine = _old_database(url, "0004")
+    try:
+        upgrade(engine)
+        assert current_revision(engine) == head_revision()
+        with engine.connect() as conn:
+            assert conn.execute(select(db.tasks.c.id)).all() and \
+                conn.execute(select(db.attempts.c.id)).all()
+            for table in (db.web_sessions, db.samples, db.validation_runs):
+                assert conn.execute(select(table)).all() == []
+    finally:
+        engine.dispose()
+    _migrate(url, "0004", down=True)
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            names = set(inspect(conn).get_table_names())
+            assert not names & {"web_sessions", "samples", "validation_runs"}
+            assert conn.execute(select(db.tasks.c.id)).all()
     finally:
         engine.dispose()

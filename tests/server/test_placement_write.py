@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from computility.server.scheduling import _array_literal
+from computility.server.placements import array_literal as _array_literal
 
 PG_SERVER = os.environ.get("COMPUTILITY_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432")
 

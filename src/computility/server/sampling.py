@@ -2,9 +2,10 @@
 
 The live tables hold only the present (a pool's devices, the tasks on it now), so the scheduling
 leader writes one ``samples`` row per pool every `Settings.sample_s` seconds (`maybe_sample`,
-from the loop's housekeeping): its capacity, the work leased or running on it and queued for it
-(in CU), its price, and its site's electricity price and carbon intensity at that hour, read
-from the site's hourly curves on the scheduling clock as the cost model reads them. Samples
+called by the scheduling loop after a cycle, never inside one): its capacity, the work leased or
+running on it and queued for it (in CU), its price, and its site's electricity price and carbon
+intensity at that hour, read from the site's hourly curves on the scheduling clock as the cost
+model reads them. Samples
 older than `KEEP_S` are deleted as new ones are written.
 
 The present is read the same way by the pages (`pool_loads`, `pools_now`): two grouped counts

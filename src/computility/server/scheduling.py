@@ -26,22 +26,22 @@ import logging
 import threading
 import time
 from collections import defaultdict, deque
-from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
-from sqlalchemy import bindparam, func, select, text, update
+from sqlalchemy import bindparam, func, select, update
 
 from computility.scheduler.batch import classify, greedy_fill
 from computility.scheduler.placement import Placement
 from computility.scheduler.policies import SHIFTING_POLICIES
-from computility.server import states
+from computility.server import placements, states
 from computility.server.db import schema as db
 from computility.server.db.retry import retrying
 from computility.server.leadership import Leadership
 from computility.server.live import Demand, LiveNetwork, site_rules
+from computility.server.placements import Placements
 from computility.server.plane import ControlPlane
 from computility.server.sampling import maybe_sample
 from computility.server.shifting import DECISIONS_PER_CYCLE, HELD_PREFIX, decide_holds
@@ -144,8 +144,9 @@ seconds), not on every cycle a burst of submissions triggers."""
 
 
 def housekeeping(plane: ControlPlane, now: float) -> tuple[int, int]:
-    """Expire leases, take silent sites offline, re-place work stuck on a site, sample supply
-    and demand when a sampling tick is due; (expired, offline)."""
+    """Expire leases, take silent sites offline, re-place work stuck on a site; (expired,
+    offline). Sampling supply and demand is the loop's, after a cycle (`SchedulingLoop`), so
+    its writes never lengthen the cycle that places tasks."""
     if now - plane.last_housekeeping < HOUSEKEEPING_S:
         return 0, 0
     plane.last_housekeeping = now
@@ -166,7 +167,6 @@ def housekeeping(plane: ControlPlane, now: float) -> tuple[int, int]:
             state=states.PENDING, site_id=None, pool_id=None, units=None, cu=None,
             version=db.tasks.c.version + 1, updated_at=now,
             reason="placed again: its site did not lease it"))
-    maybe_sample(plane, now)
     return expired, len(gone)
 
 
@@ -214,7 +214,12 @@ def cycle(plane: ControlPlane, leadership: Leadership, now: float | None = None)
     choice, shifts = _place(live, rows, free, at, holding)
     t3 = time.perf_counter()
     report.timings["place_s"] = t3 - t2
-    writes, holds = _decide(live, rows, choice, quotas, in_use)
+    writes, over_quota = placements.decide(
+        rows.id, rows.version, rows.state, rows.tenant, rows.cpus, rows.gpu_milli, choice,
+        live.network.arrays.pool_is_cpu, live.cost.cu_per_unit, live.pool_keys, quotas, in_use)
+    holds = [{"tid": rows.id[i], "v": rows.version[i], "s": rows.state[i], "to": states.HELD,
+              "reason": reason, "nb": rows.not_before[i]} for i, reason in over_quota
+             if rows.state[i] != states.HELD or rows.reason[i] != reason]
     report.placed, report.held, report.shifted = len(writes), len(holds) + len(shifts), len(shifts)
     holds += [{"tid": rows.id[i], "v": rows.version[i], "s": rows.state[i], "to": states.HELD,
                "reason": reason, "nb": until} for i, (until, reason) in shifts.items()]
@@ -358,52 +363,20 @@ def _cost_now(now: float) -> float:
     return cost_time(now)
 
 
-def _decide(
-    live: LiveNetwork, rows: Pending, choice: np.ndarray, quotas: dict[str, float],
-    in_use: dict[str, float],
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Placements to write, and tasks to hold because of their tenant's concurrent-CU quota."""
-    writes, holds = [], []
-    used = {t: float(in_use.get(t) or 0.0) for t in quotas}
-    cu_unit = live.cost.cu_per_unit
-    is_cpu = live.network.arrays.pool_is_cpu.tolist()
-    cu_of = cu_unit.tolist()
-    keys = live.pool_keys
-    for i in np.flatnonzero(choice >= 0).tolist():  # a task not placed keeps its state
-        pool = int(choice[i])
-        tenant = rows.tenant[i]
-        quota = quotas.get(tenant)
-        units = rows.cpus[i] if is_cpu[pool] else rows.gpu_milli[i]
-        cu = units * cu_of[pool]
-        if quota is not None:
-            if used[tenant] + cu > quota + 1e-9:
-                reason = (f"held: over the tenant's concurrent quota ({used[tenant]:.1f} "
-                          f"of {quota:g} CU in use, this task needs {cu:.1f})")
-                if rows.state[i] != states.HELD or rows.reason[i] != reason:
-                    holds.append({"tid": rows.id[i], "v": rows.version[i], "s": rows.state[i],
-                                  "to": states.HELD, "reason": reason,
-                                  "nb": rows.not_before[i]})
-                continue
-            used[tenant] += cu
-        site, pool_id = keys[pool]
-        writes.append({"tid": rows.id[i], "v": rows.version[i], "s": rows.state[i],
-                       "site": site, "pool": pool_id, "units": units, "cu": cu})
-    return writes, holds
-
-
 def _write(
-    plane: ControlPlane, leadership: Leadership, rows: Pending, writes: list[dict[str, Any]],
+    plane: ControlPlane, leadership: Leadership, rows: Pending, writes: Placements,
     holds: list[dict[str, Any]], now: float,
 ) -> bool:
     if not writes and not holds:
         return True
-    for w in writes:
-        states.check_task(w["s"], states.QUEUED)
+    writes.check()
     for h in holds:
         if h["s"] != h["to"]:
             states.check_task(h["s"], h["to"])
     t = db.tasks
-    chunks = _chunks(plane, writes)
+    chunks = ([writes] if len(writes) < placements.PARALLEL_WRITE_MIN
+              or plane.engine.dialect.name != "postgresql"
+              else writes.split(placements.WRITERS))
     if len(chunks) > 1:
         # Large batches on PostgreSQL: disjoint rows written by parallel transactions, each
         # fenced on its own (every update is conditional on its task's version, so a chunk
@@ -413,13 +386,12 @@ def _write(
                                    chunks))
         if not all(landed):
             return False
-        writes = []
     with plane.write() as conn:
         if not leadership.fenced(conn):
             log.warning("not the leader any more: %d decisions dropped", len(writes))
             return False
-        if writes:
-            _write_placements(conn, writes, now)
+        if len(chunks) == 1 and writes:
+            placements.write(conn, writes, now)
         if holds:
             conn.execute(
                 update(t).where(t.c.id == bindparam("tid"), t.c.version == bindparam("v"))
@@ -432,78 +404,21 @@ def _write(
     return True
 
 
-PARALLEL_WRITE_MIN = 5_000
-WRITERS = 2
-
-
-def _chunks(plane: ControlPlane, writes: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
-    if len(writes) < PARALLEL_WRITE_MIN or plane.engine.dialect.name != "postgresql":
-        return [writes]
-    size = -(-len(writes) // WRITERS)
-    return [writes[i:i + size] for i in range(0, len(writes), size)]
-
-
 def _fenced_write(
-    plane: ControlPlane, leadership: Leadership, writes: list[dict[str, Any]], now: float
+    plane: ControlPlane, leadership: Leadership, placed: Placements, now: float
 ) -> bool:
-    return retrying(_fenced_write_once, plane, leadership, writes, now)
+    return retrying(_fenced_write_once, plane, leadership, placed, now)
 
 
 def _fenced_write_once(
-    plane: ControlPlane, leadership: Leadership, writes: list[dict[str, Any]], now: float
+    plane: ControlPlane, leadership: Leadership, placed: Placements, now: float
 ) -> bool:
     with plane.write() as conn:
         if not leadership.fenced(conn):
-            log.warning("not the leader any more: %d decisions dropped", len(writes))
+            log.warning("not the leader any more: %d decisions dropped", len(placed))
             return False
-        _write_placements(conn, writes, now)
+        placements.write(conn, placed, now)
     return True
-
-
-def _write_placements(conn: Any, writes: list[dict[str, Any]], now: float) -> None:
-    """Set every placed task ``queued`` on its pool, conditional on its version, set-based:
-    one statement over arrays on PostgreSQL, a temporary table and one UPDATE on SQLite."""
-    if conn.dialect.name == "postgresql":
-        conn.execute(text(
-            "UPDATE tasks SET state = 'queued', site_id = v.site, pool_id = v.pool, "
-            "units = v.units, cu = v.cu, version = tasks.version + 1, updated_at = :now, "
-            "reason = NULL FROM unnest(CAST(:ids AS bigint[]), CAST(:vs AS integer[]), "
-            "CAST(:sites AS text[]), CAST(:pools AS text[]), CAST(:units AS bigint[]), "
-            "CAST(:cus AS float8[])) AS v(id, version, site, pool, units, cu) "
-            "WHERE tasks.id = v.id AND tasks.version = v.version"
-        ), {"ids": _array_literal(w["tid"] for w in writes),
-            "vs": _array_literal(w["v"] for w in writes),
-            "sites": _array_literal((w["site"] for w in writes), quoted=True),
-            "pools": _array_literal((w["pool"] for w in writes), quoted=True),
-            "units": _array_literal(w["units"] for w in writes),
-            "cus": _array_literal(w["cu"] for w in writes),
-            "now": now})
-        return
-    conn.exec_driver_sql(
-        "CREATE TEMP TABLE IF NOT EXISTS placed (id INTEGER PRIMARY KEY, version INTEGER, "
-        "site TEXT, pool TEXT, units INTEGER, cu REAL)")
-    conn.exec_driver_sql("DELETE FROM placed")
-    conn.exec_driver_sql(
-        "INSERT INTO placed VALUES (?, ?, ?, ?, ?, ?)",
-        [(w["tid"], w["v"], w["site"], w["pool"], w["units"], w["cu"]) for w in writes])
-    conn.exec_driver_sql(
-        "UPDATE tasks SET state = 'queued', site_id = placed.site, pool_id = placed.pool, "
-        "units = placed.units, cu = placed.cu, version = tasks.version + 1, updated_at = ?, "
-        "reason = NULL FROM placed WHERE tasks.id = placed.id "
-        "AND tasks.version = placed.version", (now,))
-
-
-
-def _array_literal(values: Iterable[Any], quoted: bool = False) -> str:
-    """A PostgreSQL array literal of `values`: the server parses one string several times
-    faster than the driver adapts a Python list element by element (a third of the write's
-    time at 10,000 placements). Numbers print as themselves (``str`` of a float round-trips
-    exactly); `quoted` elements are double-quoted with backslash escapes, so no name can read
-    as ``NULL`` or break the literal."""
-    if quoted:
-        return "{" + ",".join(
-            '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values) + "}"
-    return "{" + ",".join(map(str, values)) + "}"
 
 
 BURST_CYCLES = 10
@@ -549,6 +464,7 @@ class SchedulingLoop:
                     self.last = cycle(plane, self.leadership)
                     self.cycles += 1
                     plane.metrics.observe_cycle(self.last, time.time())
+                    maybe_sample(plane, time.time())
             except Exception:
                 log.exception("scheduling cycle failed")
             plane.wake_scheduler.wait(plane.settings.cycle_s)
