@@ -83,7 +83,10 @@ def test_a_requests_lines_carry_its_request_id_task_and_tenant(
                       headers={"X-Request-ID": "req-cancel-1"})
         assert r.status_code == 200, r.text
         assert r.headers["X-Request-ID"] == "req-cancel-1"
-        wait_until(lambda: any(x["logger"] == "computility.access" for x in lines()))
+        # The access line is written once the response is sent; an earlier request's may
+        # arrive meanwhile, so wait for this request's own.
+        wait_until(lambda: any(x["logger"] == "computility.access"
+                               and x.get("request_id") == "req-cancel-1" for x in lines()))
         got = lines()
     # Logged by the handler, in the thread pool: the request's context travelled there.
     cancelled = one(got, logger="computility.tasks",
@@ -129,7 +132,8 @@ def test_an_agents_report_is_logged_with_its_site_and_task(
                       json={"token": lease["token"], "state": "running"},
                       headers={"X-Request-ID": "report-1"})
         assert r.status_code == 200, r.text
-        wait_until(lambda: any(x.get("request_id") == "report-1" for x in lines()))
+        wait_until(lambda: any(x.get("request_id") == "report-1"
+                               and x["logger"] == "computility.access" for x in lines()))
         access = one(lines(), logger="computility.access", request_id="report-1")
     assert access["route"] == "/api/v1/agent/attempts/{attempt_id}/report"
     assert access["level"] == "DEBUG"  # routine agent traffic
