@@ -22,6 +22,7 @@ from benchmarks import (
     decision_latency,
     executor_map,
     gavel_heterogeneity,
+    load,
     lublin_windows,
     million_tasks,
     policy_table,
@@ -167,6 +168,16 @@ def _control_plane(ci: bool) -> str:
     return line
 
 
+def _load(ci: bool) -> str:
+    # A tenth of the clients, rate and durations on both databases; 0 errors, p99 within twice
+    # the target, memory at the end within 1.1x of after the warm-up.
+    results, missed = load.measure(["sqlite", "postgresql"], ci)
+    line = "; ".join(f"{db}: {load.summary(r)}" for db, r in results.items())
+    if missed:
+        raise AssertionError(f"below floor: {'; '.join(missed)} ({line})")
+    return line
+
+
 def _agent_latency(ci: bool) -> str:
     a = agent_latency
     # A tenth of each (50 tasks, 60 s idle); floor half each target (p50 400 ms, p99 2 s, 2 %).
@@ -216,6 +227,7 @@ BENCHMARKS: dict[str, Callable[[bool], str]] = {
     "million_tasks": _million_tasks,
     "control_plane": _control_plane,
     "dashboard_pages": _dashboard_pages,
+    "load": _load,
     "agent_latency": _agent_latency,
     "executor_map": _executor_map,
 }
