@@ -26,9 +26,13 @@ from pydantic import BaseModel
 
 from computility.wire.api import (
     BACKENDS,
+    ROLES,
     TASK_STATES,
     AttemptOut,
     Explanation,
+    KeyInfo,
+    KeyList,
+    KeyRotated,
     Quote,
     SiteOut,
     TaskOut,
@@ -114,10 +118,26 @@ NOTES: dict[str, dict[str, str]] = {
         "budget": f"the tenant's budget per month, {MONEY}; null without one",
         "budget_left": f"what is left of it this month, {MONEY}; null without one",
     },
+    "KeyInfo": {
+        "id": "the key's id (a key reads cu_<id>_<secret>)", "tenant": "the key's tenant",
+        "user": "the user it acts as; null for a site agent's key", "role": "what it may do",
+        "site": "the site whose agent holds it; null for other keys",
+        "created_at": f"{TIME} it was made",
+        "revoked_at": f"{TIME} it stops or stopped working (in the future during a "
+                      f"rotation's grace period); null while it is live",
+    },
+    "KeyList": {"keys": "the keys, newest first",
+                "truncated": "whether there were more keys than listed"},
+    "KeyRotated": {
+        "id": "the new key's id", "tenant": "its tenant", "user": "the user it acts as, or null",
+        "role": "what it may do", "site": "the site whose agent it is for, or null",
+        "key": "the new key itself, shown only this once", "replaces": "the key it replaces",
+    },
 }
 ENUMS: dict[str, dict[str, tuple[str, ...]]] = {
     "TaskOut": {"state": TASK_STATES}, "Explanation": {"state": TASK_STATES},
     "SiteOut": {"backend": BACKENDS},
+    "KeyInfo": {"role": (*ROLES, "agent")}, "KeyRotated": {"role": (*ROLES, "agent")},
 }
 
 
@@ -258,6 +278,13 @@ COMMANDS: dict[str, tuple[str, str, Callable[[], tuple[Schema, Schema]]]] = {
     "demo": ("computility demo --json",
              "The demo's summary: where each sample task ran and why, and each tenant's bill.",
              demo),
+    "keys-list": ("computility keys list --json",
+                  "The keys the caller may manage; never a secret.", lambda: one(KeyList)),
+    "keys-revoke": ("computility keys revoke KEY_ID --json", "The key, revoked.",
+                    lambda: one(KeyInfo)),
+    "keys-rotate": ("computility keys rotate KEY_ID --json",
+                    "The new key (its secret shown this once) and the key it replaces.",
+                    lambda: one(KeyRotated)),
 }
 
 

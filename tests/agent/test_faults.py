@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -164,3 +165,26 @@ def test_the_control_plane_away_for_30_s_loses_no_task(
     finally:
         agent.stop()
         service.stop()
+
+
+def test_an_agent_that_died_while_starting_a_task_hands_it_back_when_it_restarts(
+    start_site: Any, user: httpx.Client, service: LocalControlPlane
+) -> None:
+    """The agent records a lease (`attempts.json`) before it stages and submits the task; killed
+    in between, the record has no backend handle. The restarted agent cannot tell whether the run
+    began, so it reports the attempt failed to start (re-placed at no charge) rather than holding
+    it, and renewing its lease, for ever with nothing watching it (found by tests/chaos)."""
+    first = start_site("lab-1")
+    first._launch = lambda held, spec: None  # dies after the record, before the backend
+    task = submit(user, run="echo ran")
+    wait_until(lambda: len(first.held()) == 1, timeout=30)
+    first.stop(cancel_tasks=False)  # leaves the record behind, as a SIGKILL would
+
+    second = start_site("lab-1")  # same site, same state directory: it adopts the record
+    (done,) = finished(user, [task], timeout=60)
+    assert done["state"] == "succeeded"
+    attempts = user.get(f"/api/v1/tasks/{task}/attempts").json()
+    assert [a["state"] for a in attempts] == ["lost", "succeeded"]
+    assert "restarted" in (attempts[0]["reason"] or "")
+    assert ledger_entries(service) == {task: 1}
+    wait_until(lambda: not second.held(), timeout=10)

@@ -62,7 +62,8 @@ def test_the_committed_schemas_are_what_the_generator_writes() -> None:
     built = generator().build()
     assert set(built) == {f"{c}.schema.json" for c in ("status", "submit", "cancel", "logs",
                                                        "sites", "quote", "explain", "usage",
-                                                       "demo")}
+                                                       "demo", "keys-list", "keys-revoke",
+                                                       "keys-rotate")}
     for name, text in built.items():
         path = SCHEMAS / name
         assert path.exists(), f"{name} missing: run scripts/build_cli_schemas.py"

@@ -7,6 +7,8 @@ exactly what is reported and when (heartbeats, leases, reports).
 
 from __future__ import annotations
 
+import logging
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -325,3 +327,36 @@ def test_a_silent_site_goes_offline_and_its_queued_work_is_placed_elsewhere(
         live.stop()
         silent.close()
         c.close()
+
+
+# -- uploads ---------------------------------------------------------------------------------------
+
+
+def test_an_upload_cut_off_mid_body_is_a_client_error_not_a_server_error(
+    service: LocalControlPlane, user: httpx.Client, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An agent killed, or cut off the network, while it uploads a log leaves a body shorter than
+    its Content-Length. That is the client's doing: answered 400 and logged as an access line,
+    not as an unexpected error with a traceback and a 500 (seen under tests/chaos)."""
+    agent = Agent(service, "s1")
+    tid = submit(user)
+    wait_state(user, tid, "queued")
+    [lease] = agent.lease({"cpu": 64})
+    path = f"/api/v1/agent/attempts/{lease['attempt']}/files/stdout"
+    url = httpx.URL(service.url)
+    caplog.set_level(logging.INFO)
+    with socket.create_connection((url.host, url.port or 80), timeout=10) as raw:
+        raw.sendall(f"PUT {path} HTTP/1.1\r\nHost: {url.host}\r\n"
+                    f"Authorization: Bearer {agent.key}\r\nX-Attempt-Token: {lease['token']}\r\n"
+                    "Content-Length: 1000000\r\n\r\n".encode() + b"x" * 4096)
+    wait_until(lambda: any(path in r.getMessage() for r in caplog.records
+                           if r.name == "computility.access"), timeout=10)
+    [line] = [r.getMessage() for r in caplog.records
+              if r.name == "computility.access" and path in r.getMessage()]
+    assert f"PUT {path} 400 " in line
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], [
+        r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    # The site goes on uploading as before.
+    r = agent.http.put(path, content=b"hello\n", headers={"X-Attempt-Token": str(lease["token"])})
+    assert r.status_code == 204, r.text
+    agent.close()

@@ -221,6 +221,8 @@ def params_for(w: World | None, path: str) -> list[dict[str, Any]]:
         "tenant_id": ["A"],
         "attempt_id": [a["attempt"] for a in w.attempts.values()] if w else [1],
         "kind": ["stdout", "stderr", "outputs"],
+        "key_id": [w.keys[k].split("_")[1] for k in ("a_user", "a_provider", "a_agent")]
+        if w else ["0123456789abcdef"],
     }
     names = re.findall(r"{(\w+)}", path)
     unknown = [n for n in names if n not in choices]
@@ -302,7 +304,9 @@ def check_task_list(w: World) -> Failures:
     for who in B_KEYS:
         for params in ({}, {"name": "a-done"}, {"state": "running"}, {"state": "queued"},
                        {"limit": 1000}):
-            r, f = expect(w, who, "GET", "/api/v1/tasks", {200}, params=params)
+            # An agent key reads no tasks at all (agent protocol only).
+            statuses = {403} if who == "b_agent" else {200}
+            r, f = expect(w, who, "GET", "/api/v1/tasks", statuses, params=params)
             failures += [f"{x} (params {params})" for x in f]
             if r.status_code == 200 and {t["tenant"] for t in r.json()["tasks"]} - {"B"}:
                 failures.append(f"{who} {params}: lists other tenants' tasks")
@@ -453,6 +457,29 @@ def check_earnings(w: World) -> Failures:
     return failures
 
 
+def check_key_list(w: World) -> Failures:
+    failures = expect(w, "b_agent", "GET", "/api/v1/keys", {403})[1]
+    for who in ("b_user", "b_provider"):
+        r, f = expect(w, who, "GET", "/api/v1/keys", {200}, params={"revoked": "true"})
+        failures += f
+        if r.status_code == 200 and {k["tenant"] for k in r.json()["keys"]} != {"B"}:
+            failures.append(f"{who}: lists keys {r.json()}")
+        failures += expect(w, who, "GET", "/api/v1/keys", {403}, params={"tenant": "A"})[1]
+    return failures
+
+
+def check_audit(w: World) -> Failures:
+    failures = []
+    for who in ("b_user", "b_agent"):
+        failures += expect(w, who, "GET", "/api/v1/audit", {403})[1]
+    r, f = expect(w, "b_provider", "GET", "/api/v1/audit", {200})
+    failures += f
+    if r.status_code == 200 and not r.json()["events"]:
+        failures.append("b_provider: no events of its own (its site registrations)")
+    failures += expect(w, "b_provider", "GET", "/api/v1/audit", {403}, params={"tenant": "A"})[1]
+    return failures
+
+
 def report_body(w: World, p: dict[str, Any]) -> dict[str, Any]:
     """A's real token: even a B key that somehow learnt it must not report A's attempt."""
     return {"json": {"token": token_of(w, p["attempt_id"]), "state": "exited",
@@ -478,10 +505,11 @@ RULES: dict[tuple[str, str], Foreign | Scoped] = {
     ("POST", "/api/v1/quote"): Scoped(check_quote),
     # sites
     ("POST", "/api/v1/sites"): Scoped(check_register),
-    ("GET", "/api/v1/sites"): b_only_reads("/api/v1/sites", {k: {200} for k in B_KEYS},
+    ("GET", "/api/v1/sites"): b_only_reads("/api/v1/sites",
+                                           {"b_user": {200}, "b_provider": {200},
+                                            "b_agent": {403}},
                                            site_ids({"b_user": {"site-b", "site-b2"},
-                                                     "b_provider": {"site-b", "site-b2"},
-                                                     "b_agent": {"site-b"}})),
+                                                     "b_provider": {"site-b", "site-b2"}})),
     ("GET", "/api/v1/sites/{site_id}"): Foreign(owner="a_provider"),
     ("GET", "/api/v1/earnings"): Scoped(check_earnings),
     # the agent protocol
@@ -500,6 +528,10 @@ RULES: dict[tuple[str, str], Foreign | Scoped] = {
     ("POST", "/api/v1/tenants/{tenant_id}/keys"): Foreign(
         body=lambda w, p: {"json": {"user": "intruder", "role": "operator"}}),
     ("GET", "/api/v1/usage"): Scoped(check_usage),
+    ("GET", "/api/v1/keys"): Scoped(check_key_list),
+    ("DELETE", "/api/v1/keys/{key_id}"): Foreign(),
+    ("POST", "/api/v1/keys/{key_id}/rotate"): Foreign(body=lambda w, p: {"json": {}}),
+    ("GET", "/api/v1/audit"): Scoped(check_audit),
     ("POST", "/api/v1/uploads"): Scoped(check_upload),
 }
 

@@ -144,3 +144,37 @@ def test_upgrading_to_0005_adds_the_dashboards_tables_and_keeps_every_row(
             assert conn.execute(select(db.tasks.c.id)).all()
     finally:
         engine.dispose()
+
+
+def test_upgrading_to_0006_adds_an_empty_audit_log_and_keeps_every_row(
+    db_url: str | None, tmp_path: Path,
+) -> None:
+    url = db_url or f"sqlite:///{tmp_path / 'old.db'}"
+    engine = _old_database(url, "0005")
+    try:
+        upgrade(engine)
+        assert current_revision(engine) == head_revision()
+        with engine.begin() as conn:
+            assert conn.execute(select(db.tasks.c.id)).all() and \
+                conn.execute(select(db.attempts.c.id)).all()
+            assert conn.execute(select(db.audit_events)).all() == []
+            conn.execute(db.audit_events.insert().values(
+                at=1.0, action="tenant.create", target="tenant:acme", tenant="acme",
+                detail={"budget": None}))
+            assert conn.execute(select(db.audit_events.c.detail)).scalar_one() == {"budget": None}
+    finally:
+        engine.dispose()
+    _migrate(url, "0005", down=True)
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            assert "audit_events" not in set(inspect(conn).get_table_names())
+            assert conn.execute(select(db.tasks.c.id)).all()
+    finally:
+        engine.dispose()
+    _migrate(url, "head")
+    engine = make_engine(url)
+    try:
+        assert current_revision(engine) == head_revision()
+    finally:
+        engine.dispose()

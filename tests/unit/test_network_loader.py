@@ -190,3 +190,16 @@ def test_an_unknown_yaml_tag_is_bad_input_not_a_traceback() -> None:
     error = error_for(VALID.replace("pue: 1.3", "pue: !weird 1.3"))
     assert error.field_name == "pue"
     assert "no YAML tag" in error.expected
+
+
+def test_an_empty_field_name_is_shown_quoted() -> None:
+    error = error_for(VALID + '"": 1\n')
+    assert str(error).startswith(f"net.yaml:{len(VALID.splitlines()) + 1}: field network (''): ")
+
+
+@pytest.mark.parametrize("depth", [5_000, 100_000])
+def test_a_file_nested_too_deeply_is_one_line_of_bad_input(depth: int) -> None:
+    deep = "[" * depth + "]" * depth
+    for text in (deep, VALID + f"notes: {deep}\n"):
+        with pytest.raises(BadInput, match=r"^net\.yaml: lists or mappings nested too deeply"):
+            parse_network(text, source="net.yaml")

@@ -9,6 +9,7 @@ import pytest
 
 from computility.domain.errors import BadInput, FieldError
 from computility.wire import parse_duration_s, parse_task_spec
+from computility.wire.spec import task_spec_from_mapping
 
 CONTRACT_EXAMPLE = """\
 name: train-resnet
@@ -172,3 +173,50 @@ def test_not_yaml_and_not_a_mapping_are_bad_input() -> None:
         parse_task_spec("run: [", "spec.yaml")
     with pytest.raises(BadInput, match="expected a mapping of task fields"):
         parse_task_spec("- a\n- b\n", "spec.yaml")
+
+
+@pytest.mark.parametrize("accelerators", ["A100:0", "{A100: 0}", "[T4:1, A100:100001]"])
+def test_an_accelerator_count_out_of_range_is_one_line_naming_accelerators(
+    accelerators: str,
+) -> None:
+    with pytest.raises(FieldError) as caught:
+        parse_task_spec(f"run: x\nresources:\n  accelerators: {accelerators}\n", "t.yaml")
+    assert str(caught.value).startswith("t.yaml:3: field resources (accelerators): expected "
+                                        "from 1 to 100000 ")
+    assert "\n" not in str(caught.value)
+
+
+def test_json_escapes_of_characters_beyond_u_ffff_read_as_those_characters() -> None:
+    # YAML reads "\ud83d\ude00" as two lone surrogates; JSON, and the spec, mean one character.
+    spec = parse_task_spec('{"run": "echo \\ud83d\\ude00", "envs": {"\\ud83d\\ude00": "1"}}')
+    assert spec.run == "echo \U0001f600" and spec.envs == {"\U0001f600": "1"}
+
+
+def test_a_lone_surrogate_is_refused_naming_its_field_and_line() -> None:
+    with pytest.raises(FieldError) as caught:
+        parse_task_spec('run: x\nplacement:\n  user_location: "S\\ud800"\n', "t.yaml")
+    assert str(caught.value) == (
+        "t.yaml:3: field placement (user_location): expected text (a lone UTF-16 surrogate is "
+        "not a character), got 'S\\ud800'")
+    str(caught.value).encode("utf-8")  # printable as it is
+    with pytest.raises(FieldError, match=r"^task:1: field task \(run\)"):
+        task_spec_from_mapping({"run": "echo \ud800"})
+
+
+def test_an_empty_field_name_is_shown_quoted() -> None:
+    with pytest.raises(FieldError) as caught:
+        parse_task_spec('run: x\n"": 1\n', "t.yaml")
+    assert str(caught.value).startswith("t.yaml:2: field task (''): expected no such field")
+
+
+@pytest.mark.parametrize("depth", [5_000, 100_000])
+def test_a_spec_nested_too_deeply_is_one_line_of_bad_input(depth: int) -> None:
+    deep = "[" * depth + "]" * depth
+    for text in (deep, f"run: x\nenvs: {deep}\n"):
+        with pytest.raises(BadInput, match=r"^t\.yaml: lists or mappings nested too deeply"):
+            parse_task_spec(text, "t.yaml")
+    nested: object = []
+    for _ in range(depth):
+        nested = [nested]
+    with pytest.raises(BadInput, match=r"^task: lists or mappings nested too deeply"):
+        task_spec_from_mapping({"run": "x", "envs": nested})

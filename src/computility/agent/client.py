@@ -3,6 +3,11 @@
 A site must survive the service restarting: connection errors and 5xx answers are retried with
 exponential backoff (0.2 s doubling to 5 s, ±50 % jitter) until they succeed or the agent stops;
 4xx answers are returned to the caller, who decides (a 409 on a report means the work is stale).
+
+A certificate the agent cannot verify is not an outage: before the first answer it stops the
+agent with one line saying what to do (`CertificateRefused`); after one (a certificate renewed
+under a running agent) it is logged as an error and retried like an outage, so the site keeps its
+tasks while the operator fixes the trust.
 """
 
 from __future__ import annotations
@@ -10,11 +15,15 @@ from __future__ import annotations
 import hashlib
 import logging
 import random
+import ssl
 import threading
 from pathlib import Path
 from typing import Any
 
 import httpx
+
+from computility.domain.errors import ComputilityError
+from computility.wire.tls import certificate_problem, untrusted
 
 log = logging.getLogger("computility.agent")
 FIRST_BACKOFF_S = 0.2
@@ -25,11 +34,18 @@ class Stopping(Exception):
     """The agent is stopping; the call was given up."""
 
 
+class CertificateRefused(ComputilityError):
+    """The control plane's TLS certificate could not be verified (see the module docstring)."""
+
+
 class AgentClient:
-    def __init__(self, server: str, key: str, stop: threading.Event, timeout_s: float = 60.0):
+    def __init__(self, server: str, key: str, stop: threading.Event, timeout_s: float = 60.0,
+                 verify: ssl.SSLContext | bool = True):
         self.server = server.rstrip("/")
         self.stop = stop
-        self._http = httpx.Client(base_url=self.server, timeout=timeout_s,
+        self.answered = False
+        """Whether the service has answered once (its certificate was trusted then)."""
+        self._http = httpx.Client(base_url=self.server, timeout=timeout_s, verify=verify,
                                   headers={"Authorization": f"Bearer {key}"})
 
     def set_key(self, key: str) -> None:
@@ -45,9 +61,11 @@ class AgentClient:
                             "does", method, path, self.server)
             try:
                 response = self._http.request(method, path, **kwargs)
+                self.answered = True
                 if response.status_code < 500 or not retry:
                     return response
-            except httpx.TransportError:
+            except httpx.TransportError as e:
+                self._check_certificate(e)
                 if self.stop.is_set():
                     raise Stopping(f"{method} {path}: the agent is stopping") from None
                 if not retry:
@@ -73,6 +91,15 @@ class AgentClient:
             except httpx.TransportError:
                 pass
             backoff = self._pause(backoff, f"GET {path}")
+
+    def _check_certificate(self, error: httpx.TransportError) -> None:
+        problem = certificate_problem(error)
+        if problem is None:
+            return
+        message = untrusted(self.server, problem)
+        if not self.answered:
+            raise CertificateRefused(message)
+        log.error("%s", message)
 
     def _pause(self, backoff: float, what: str) -> float:
         """Wait before the next try (jittered); the next backoff. `Stopping` once stopping."""

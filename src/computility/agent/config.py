@@ -5,6 +5,8 @@ backend: local                 # local | slurm | ray | kubernetes (each site may
 backend_options: {}            # passed to the backend (e.g. ray: {address: http://head:8265})
 tasks_root: /tmp/computility-tasks   # run directories; outside the agent's data directory
 run_as: nobody                 # the user local tasks run as when the agent runs as root
+ca_cert: /etc/computility/ca.pem   # verify an https:// control plane against this CA (or
+                               # self-signed certificate) instead of the system's authorities
 sites:
   - id: lab-gpu
     region: ZJK                # a region of the network
@@ -138,6 +140,9 @@ class AgentConfig(_Strict):
     backend_options: dict[str, Any] = Field(default_factory=dict)
     tasks_root: Path | None = None
     run_as: str = "nobody"
+    ca_cert: Path | None = None
+    """A PEM file the control plane's certificate is verified against (``--ca-cert`` and
+    ``COMPUTILITY_CA_CERT`` say the same; the option wins, then this, then the variable)."""
     sites: tuple[SiteConfig, ...] = Field(default=(), max_length=256)
 
     @model_validator(mode="after")

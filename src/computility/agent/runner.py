@@ -12,6 +12,7 @@ import pwd
 import re
 import signal
 import socket
+import ssl
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ from computility.agent.hardware import detect
 from computility.agent.rundir import check_enterable, default_tasks_root
 from computility.agent.site import SiteAgent
 from computility.domain.errors import BadInput
+from computility.wire.tls import client_verify
 
 log = logging.getLogger("computility.agent")
 DEFAULT_REGION = "ZJK"
@@ -50,6 +52,10 @@ class Overrides:
     state_dir: Path | None = None
     run_as: str | None = None
     keep_rundirs: bool = False
+    ca_cert: Path | None = None
+    verify: ssl.SSLContext | None = None
+    """A prepared context for the control plane's certificate, over `ca_cert` and the config
+    (the local site of ``computility up`` trusts exactly the certificate its service serves)."""
 
 
 def task_user(name: str) -> tuple[tuple[int, int] | None, str | None]:
@@ -78,6 +84,9 @@ def build_sites(server: str, provider_key: str, config: AgentConfig,
     hardware = detect()
     for note in hardware.notes:
         log.info("hardware: %s", note)
+    verify: ssl.SSLContext | bool = over.verify if over.verify is not None else \
+        client_verify(over.ca_cert, "--ca-cert") if over.ca_cert is not None else \
+        client_verify(config.ca_cert, "ca_cert")
     tasks_root = over.tasks_root or config.tasks_root or default_tasks_root()
     owner, user = task_user(over.run_as or config.run_as)
     try:
@@ -103,7 +112,7 @@ def build_sites(server: str, provider_key: str, config: AgentConfig,
             server=server, provider_key=provider_key, site=site, pools=pools, backend=backend,
             state_dir=state_dir, tasks_root=tasks_root,
             run_as=owner if backend_name == "local" else None, user=user,
-            keep_rundirs=over.keep_rundirs))
+            keep_rundirs=over.keep_rundirs, verify=verify))
     return agents
 
 

@@ -12,9 +12,10 @@ Three threads and a small pool of stagers:
   grow, and on exit uploads the outputs and reports the outcome with the measured usage.
 
 Every attempt the agent holds is written to ``attempts.json`` in its state directory (mode 600),
-so an agent that restarts (even after kill -9) re-adopts the tasks its backend still runs and
-reports those that ended while it was away. Reports are retried through a control-plane outage;
-a report refused as stale (409: the lease was given up and the task re-placed) is dropped.
+so an agent that restarts (even after kill -9) re-adopts the tasks its backend still runs,
+reports those that ended while it was away, and hands back those it had not yet started.
+Reports are retried through a control-plane outage; a report refused as stale (409: the lease was
+given up and the task re-placed) is dropped.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import json
 import logging
 import os
 import shutil
+import ssl
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -35,7 +37,7 @@ import httpx
 
 from computility.agent.allocation import Pools
 from computility.agent.backends.base import Allocation, Backend, BackendError, Status, TaskRun
-from computility.agent.client import AgentClient, Stopping
+from computility.agent.client import AgentClient, CertificateRefused, Stopping
 from computility.agent.config import SiteConfig
 from computility.agent.staging import StagingFailed, stage
 from computility.domain.errors import ComputilityError
@@ -97,13 +99,13 @@ class SiteAgent:
     def __init__(self, *, server: str, provider_key: str, site: SiteConfig, pools: Pools,
                  backend: Backend, state_dir: Path, tasks_root: Path,
                  run_as: tuple[int, int] | None = None, user: str | None = None,
-                 keep_rundirs: bool = False) -> None:
+                 keep_rundirs: bool = False, verify: ssl.SSLContext | bool = True) -> None:
         self.site, self.pools, self.backend = site, pools, backend
         self.state_dir, self.tasks_root = state_dir, tasks_root
         self.run_as, self.user, self.keep_rundirs = run_as, user, keep_rundirs
         self.provider_key = provider_key
         self.stop_event = threading.Event()
-        self.client = AgentClient(server, provider_key, self.stop_event)
+        self.client = AgentClient(server, provider_key, self.stop_event, verify=verify)
         self.heartbeat_s = 5.0
         self._lock = threading.Lock()
         self._save_lock = threading.Lock()
@@ -139,6 +141,7 @@ class SiteAgent:
         self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._adopt()
         self.register()
+        self._hand_back_unstarted()
         for target, name in ((self._heartbeats, "beat"), (self._leases, "lease"),
                              (self._monitor, "monitor")):
             t = threading.Thread(target=target, name=f"{self.site.id}-{name}", daemon=True)
@@ -152,7 +155,7 @@ class SiteAgent:
         site (re-placed at no charge) before leaving."""
         self._draining = True
         # If the service is away, the site goes offline after its silence anyway.
-        with contextlib.suppress(httpx.HTTPError, Stopping):
+        with contextlib.suppress(httpx.HTTPError, Stopping, CertificateRefused):
             self.client.call("POST", "/api/v1/agent/heartbeat", retry=False, timeout=5,
                              json={"free": self.pools.free(), "leaving": True})
         if cancel_tasks:
@@ -198,6 +201,20 @@ class SiteAgent:
             self.pools.restore(held.attempt, held.pool, held.units, held.ids)
         if data:
             log.info("site %s: adopted %d attempts from an earlier agent", self.site.id, len(data))
+
+    def _hand_back_unstarted(self) -> None:
+        """Report each adopted attempt without a backend handle as failed to start.
+
+        Such a record was written when the lease came and the process died before the backend
+        took the task (or before its handle was saved). Nothing would ever poll it, while every
+        heartbeat renewed its lease: the task stayed leased for ever. Whether its run began cannot
+        be known, so it goes back to be placed again at no charge; a run that did begin reports
+        to no one and is never billed."""
+        for held in self.held():
+            if held.handle is None:
+                self._finish(held, Status(
+                    "failed_to_start", reason=f"site {self.site.id}: its agent restarted while "
+                    "starting the task; re-placed at no charge"))
 
     # ---------------------------------------------------------------- heartbeats
 

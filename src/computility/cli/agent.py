@@ -2,6 +2,10 @@
 
 The provider's key comes from ``--token-file`` or the ``COMPUTILITY_AGENT_TOKEN`` environment
 variable, never from the command line (where every user of the machine could read it in ps).
+
+An ``https://`` control plane's certificate is verified against ``--ca-cert``, else the config's
+``ca_cert``, else ``COMPUTILITY_CA_CERT``, else the system's authorities
+(`computility.wire.tls`).
 """
 
 from __future__ import annotations
@@ -57,6 +61,11 @@ def agent_command(
                                                "is root (default nobody).")] = None,
     keep_rundirs: Annotated[bool, typer.Option(help="Keep run directories after reporting.")]
     = False,
+    ca_cert: Annotated[Path | None, typer.Option(
+        "--ca-cert", metavar="FILE",
+        help="PEM file to verify an https:// control plane's certificate against (a private "
+        "CA, or the self-signed certificate itself; default: the config's ca_cert, else "
+        "COMPUTILITY_CA_CERT, else the system's authorities).")] = None,
 ) -> None:
     """Run a site agent in the foreground until SIGINT/SIGTERM (which stops its tasks)."""
     from computility.agent.config import AgentConfig, load_config
@@ -75,5 +84,5 @@ def agent_command(
     logging.getLogger("httpx").setLevel(logging.WARNING)  # not one line per heartbeat
     agents = build_sites(url, token, cfg, Overrides(
         site=site, region=region, backend=backend, tasks_root=tasks_root,
-        state_dir=state_dir, run_as=run_as, keep_rundirs=keep_rundirs))
+        state_dir=state_dir, run_as=run_as, keep_rundirs=keep_rundirs, ca_cert=ca_cert))
     serve(agents)

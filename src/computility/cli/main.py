@@ -17,6 +17,7 @@ from typer.exceptions import TyperException
 from computility.cli.account import login_command, sites_command, usage_command
 from computility.cli.agent import agent_command
 from computility.cli.demo import demo_command
+from computility.cli.keys import keys_app
 from computility.cli.network import network_app
 from computility.cli.run import run_command
 from computility.cli.sim import sim_command
@@ -56,6 +57,7 @@ app.command("agent")(agent_command)
 app.command("sim")(sim_command)
 app.add_typer(network_app, name="network")
 app.add_typer(db_app, name="db")
+app.add_typer(keys_app, name="keys")
 
 
 @app.callback()

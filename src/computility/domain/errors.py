@@ -39,15 +39,23 @@ class FieldError(BadInput):
     ) -> None:
         self.path = path
         self.line = line
-        self.field_no = field_no
-        self.field_name = field_name
-        self.expected = expected
-        self.got = got
-        shown = got if len(got) <= 80 else got[:77] + "..."
-        shown = shown.replace("\n", "\\n")
-        super().__init__(
-            f"{path}:{line}: field {field_no} ({field_name}): expected {expected}, got '{shown}'"
-        )
+        self.field_no = _one_line(field_no) if isinstance(field_no, str) else field_no
+        # Parts are quoted from the user's file: one line of encodable text whatever
+        # they hold (a newline, a lone surrogate), and a blank name is shown quoted.
+        self.field_name = _one_line(field_name) if field_name.strip() else repr(field_name)
+        self.expected = _one_line(expected)
+        self.got = _one_line(got)
+        shown = self.got if len(self.got) <= 80 else self.got[:77] + "..."
+        name = self.field_name if len(self.field_name) <= 80 else self.field_name[:77] + "..."
+        where = f"{path}:{line}: field {self.field_no} ({name})"
+        super().__init__(f"{where}: expected {self.expected}, got '{shown}'")
+
+
+def _one_line(text: str) -> str:
+    """`text` with line breaks shown as ``\\n`` (``\\r``), and as escapes what UTF-8 cannot
+    encode."""
+    text = text.replace("\r", "\\r").replace("\n", "\\n")
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 class UnknownDeviceType(BadInput):

@@ -46,7 +46,7 @@ def parse_network(
     """The network described by YAML `text`; `source` names it in messages and is its default name.
 
     Raises:
-        BadInput: the first problem, located to its line and field.
+        BadInput: the first problem, located to its line and field (or nesting too deep).
     """
     devices = catalogue if catalogue is not None else default_catalogue()
     try:
@@ -55,6 +55,9 @@ def parse_network(
         # The value types check themselves too; anything they catch that the located checks
         # above missed still reaches the user as one line, never a traceback.
         raise BadInput(f"{source}: {error}") from None
+    except RecursionError:
+        # The YAML composer recurses per level of nesting; no network file is nested this deep.
+        raise BadInput(f"{source}: lists or mappings nested too deeply to be a network") from None
 
 
 def _parse(text: str, source: str, devices: Catalogue) -> Network:

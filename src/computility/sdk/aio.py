@@ -27,9 +27,13 @@ from computility.sdk.task import FIRST_POLL_S, next_poll_s, unpack_outputs
 from computility.wire.api import (
     TERMINAL_TASK_STATES,
     AttemptOut,
+    AuditList,
     Earnings,
     Explanation,
+    KeyInfo,
+    KeyList,
     KeyOut,
+    KeyRotated,
     Quote,
     SiteOut,
     SiteRegistered,
@@ -37,6 +41,7 @@ from computility.wire.api import (
     TenantOut,
     Usage,
 )
+from computility.wire.tls import certificate_problem, client_verify, untrusted
 
 T = TypeVar("T")
 PAGE = 500
@@ -48,7 +53,8 @@ class AsyncClient:
     def __init__(self, server: str | None = None, api_key: str | None = None, *,
                  profile: str | None = None, timeout: float = 30.0, retries: int = 4,
                  backoff_s: float = 0.25,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+                 transport: httpx.AsyncBaseTransport | None = None,
+                 ca_cert: str | Path | None = None) -> None:
         if server is None or api_key is None:
             found = load_profile(profile)
             server, api_key = server or found.server, api_key or found.api_key
@@ -56,6 +62,7 @@ class AsyncClient:
         self.retries, self.backoff_s = retries, backoff_s
         self._http = httpx.AsyncClient(base_url=self.server, timeout=timeout,
                                        transport=transport,
+                                       verify=client_verify(ca_cert, "ca_cert"),
                                        headers={"Authorization": f"Bearer {api_key}"})
 
     async def __aenter__(self) -> AsyncClient:
@@ -78,6 +85,9 @@ class AsyncClient:
                     content=call.content, headers=call.headers,
                     timeout=call.timeout if call.timeout is not None else httpx.USE_CLIENT_DEFAULT)
             except httpx.HTTPError as e:
+                problem = certificate_problem(e)
+                if problem is not None:  # not an outage: trying again cannot help
+                    raise Unreachable(untrusted(self.server, problem)) from None
                 error = e
             if attempt < self.retries and retryable(response, error, call.idempotent):
                 await asyncio.sleep(pause_s(attempt, self.backoff_s, response))
@@ -187,6 +197,23 @@ class AsyncClient:
 
     async def create_key(self, tenant: str, user: str, role: str = "user") -> KeyOut:
         return await self.call(calls.create_key(tenant, user, role))
+
+    async def keys(self, tenant: str | None = None, revoked: bool = False) -> KeyList:
+        """The caller's keys (an operator's: every tenant's, or `tenant`'s); never secrets."""
+        return await self.call(calls.keys(tenant, revoked))
+
+    async def revoke_key(self, key_id: str) -> KeyInfo:
+        return await self.call(calls.revoke_key(key_id))
+
+    async def rotate_key(self, key_id: str, grace_s: float = 0.0) -> KeyRotated:
+        """A new key in the old one's place (its secret in `KeyRotated.key`, shown once); the
+        old one stops working after `grace_s` seconds."""
+        return await self.call(calls.rotate_key(key_id, grace_s))
+
+    async def audit(self, tenant: str | None = None, action: str | None = None,
+              since: float | None = None, before: int | None = None,
+              limit: int = 100) -> AuditList:
+        return await self.call(calls.audit(tenant, action, since, before, limit))
 
 
 class AsyncTask:

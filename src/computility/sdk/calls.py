@@ -16,9 +16,13 @@ from pydantic import BaseModel, TypeAdapter
 from computility.sdk.errors import error_for
 from computility.wire.api import (
     AttemptOut,
+    AuditList,
     Earnings,
     Explanation,
+    KeyInfo,
+    KeyList,
     KeyOut,
+    KeyRotated,
     Quote,
     SiteOut,
     SiteRegistered,
@@ -173,3 +177,28 @@ def get_tenant(tenant: str) -> Call[TenantOut]:
 def create_key(tenant: str, user: str, role: str) -> Call[KeyOut]:
     return Call("POST", f"/api/v1/tenants/{tenant}/keys", model(KeyOut),
                 json={"user": user, "role": role}, idempotent=False)
+
+
+# --- keys and the audit log --------------------------------------------------------------------
+
+
+def keys(tenant: str | None, revoked: bool) -> Call[KeyList]:
+    return Call("GET", "/api/v1/keys", model(KeyList),
+                params=_params(tenant=tenant, revoked="true" if revoked else None))
+
+
+def revoke_key(key_id: str) -> Call[KeyInfo]:
+    return Call("DELETE", f"/api/v1/keys/{key_id}", model(KeyInfo))
+
+
+def rotate_key(key_id: str, grace_s: float) -> Call[KeyRotated]:
+    # Not repeated after a lost answer: the repeat would be refused (the key is rotated
+    # already) and the new key, shown only in that answer, lost with it.
+    return Call("POST", f"/api/v1/keys/{key_id}/rotate", model(KeyRotated),
+                json={"grace_s": grace_s}, idempotent=False)
+
+
+def audit(tenant: str | None, action: str | None, since: float | None, before: int | None,
+          limit: int) -> Call[AuditList]:
+    return Call("GET", "/api/v1/audit", model(AuditList), params=_params(
+        tenant=tenant, action=action, since=since, before=before, limit=limit))

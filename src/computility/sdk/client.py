@@ -30,9 +30,13 @@ from computility.sdk.specs import SpecLike, load_spec, packed, workdir_to_pack
 from computility.sdk.task import Task, unpack_outputs
 from computility.wire.api import (
     AttemptOut,
+    AuditList,
     Earnings,
     Explanation,
+    KeyInfo,
+    KeyList,
     KeyOut,
+    KeyRotated,
     Quote,
     SiteOut,
     SiteRegistered,
@@ -40,6 +44,7 @@ from computility.wire.api import (
     TenantOut,
     Usage,
 )
+from computility.wire.tls import certificate_problem, client_verify, untrusted
 
 if TYPE_CHECKING:
     from computility.sdk.executor import NetworkExecutor
@@ -53,18 +58,22 @@ class Client:
 
     `server`/`api_key` default to ``COMPUTILITY_SERVER``/``COMPUTILITY_API_KEY``, else the
     profile (`profile`, default ``default``) in ``$XDG_CONFIG_HOME/computility/config.toml``.
-    `retries` extra tries are made on transport errors and 429/502/503/504.
+    `retries` extra tries are made on transport errors and 429/502/503/504. An ``https://``
+    service's certificate is verified against `ca_cert` (a PEM file: a private CA's certificate
+    or a self-signed one), else ``COMPUTILITY_CA_CERT``, else the system's authorities.
     """
 
     def __init__(self, server: str | None = None, api_key: str | None = None, *,
                  profile: str | None = None, timeout: float = 30.0, retries: int = 4,
-                 backoff_s: float = 0.25, transport: httpx.BaseTransport | None = None) -> None:
+                 backoff_s: float = 0.25, transport: httpx.BaseTransport | None = None,
+                 ca_cert: str | Path | None = None) -> None:
         if server is None or api_key is None:
             found = load_profile(profile)
             server, api_key = server or found.server, api_key or found.api_key
         self.server = server.rstrip("/")
         self.retries, self.backoff_s = retries, backoff_s
         self._http = httpx.Client(base_url=self.server, timeout=timeout, transport=transport,
+                                  verify=client_verify(ca_cert, "ca_cert"),
                                   headers={"Authorization": f"Bearer {api_key}"})
 
     def __enter__(self) -> Client:
@@ -87,6 +96,9 @@ class Client:
                     content=call.content, headers=call.headers,
                     timeout=call.timeout if call.timeout is not None else httpx.USE_CLIENT_DEFAULT)
             except httpx.HTTPError as e:
+                problem = certificate_problem(e)
+                if problem is not None:  # not an outage: trying again cannot help
+                    raise Unreachable(untrusted(self.server, problem)) from None
                 error = e
             if attempt < self.retries and retryable(response, error, call.idempotent):
                 time.sleep(pause_s(attempt, self.backoff_s, response))
@@ -206,6 +218,23 @@ class Client:
 
     def create_key(self, tenant: str, user: str, role: str = "user") -> KeyOut:
         return self.call(calls.create_key(tenant, user, role))
+
+    def keys(self, tenant: str | None = None, revoked: bool = False) -> KeyList:
+        """The caller's keys (an operator's: every tenant's, or `tenant`'s); never secrets."""
+        return self.call(calls.keys(tenant, revoked))
+
+    def revoke_key(self, key_id: str) -> KeyInfo:
+        return self.call(calls.revoke_key(key_id))
+
+    def rotate_key(self, key_id: str, grace_s: float = 0.0) -> KeyRotated:
+        """A new key in the old one's place (its secret in `KeyRotated.key`, shown once); the
+        old one stops working after `grace_s` seconds."""
+        return self.call(calls.rotate_key(key_id, grace_s))
+
+    def audit(self, tenant: str | None = None, action: str | None = None,
+              since: float | None = None, before: int | None = None,
+              limit: int = 100) -> AuditList:
+        return self.call(calls.audit(tenant, action, since, before, limit))
 
     # ---------------------------------------------------------------- executor
 

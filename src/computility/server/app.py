@@ -22,15 +22,17 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy import Engine, func, insert, select, update
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from computility.server.api import admin, agent, sites, tasks
+from computility.server.api import admin, agent, keys, sites, tasks
 from computility.server.auth import new_key
 from computility.server.db import schema as db
 from computility.server.db.engine import make_engine, sqlite_url, upgrade
 from computility.server.observability import install_observability
 from computility.server.plane import ControlPlane
 from computility.server.problems import ApiError
+from computility.server.ratelimit import FailureLimiter
 from computility.server.scheduling import SchedulingLoop
 from computility.server.settings import Settings, default_replica
 from computility.server.store.attempts import grace_after_restart
@@ -155,10 +157,19 @@ def _too_large(limit: int) -> JSONResponse:
 
 def _problem(error: ApiError) -> JSONResponse:
     body: dict[str, Any] = {"type": "about:blank", "title": error.title, "status": error.status,
-                            "detail": error.detail, "errors": error.errors}
-    headers = {"WWW-Authenticate": "Bearer"} if error.status == 401 else None
+                            "detail": _encodable(error.detail),
+                            "errors": [{k: _encodable(v) for k, v in e.items()}
+                                       for e in error.errors]}
+    headers = {"WWW-Authenticate": "Bearer"} if error.status == 401 else {}
+    headers.update(error.headers)
     return JSONResponse(body, status_code=error.status, media_type="application/problem+json",
                         headers=headers)
+
+
+def _encodable(text: str) -> str:
+    """`text` as UTF-8 can carry it: a lone surrogate a client sent (JSON allows ``"\\ud800"``)
+    and an error quotes back is escaped, or rendering the problem itself would fail."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _field(loc: tuple[Any, ...] | list[Any]) -> str:
@@ -206,6 +217,14 @@ def install_errors(app: FastAPI) -> None:
     async def _json(_: Request, error: json.JSONDecodeError) -> JSONResponse:
         return _problem(ApiError(400, "Bad Request", f"body: not valid JSON: {error}"))
 
+    # @app.exception_handler(ClientDisconnect)
+    async def _gone(_: Request, error: ClientDisconnect) -> JSONResponse:
+        # The client went away mid-body (an agent killed or cut off while it uploads): its
+        # fault, not the service's; the partial upload is already discarded, no one reads this.
+        return _problem(ApiError(400, "Bad Request",
+                                 "body: the client closed the connection before sending all of "
+                                 "it"))
+
     @app.exception_handler(Exception)
     async def _bug(_: Request, error: Exception) -> JSONResponse:
         log.exception("unexpected error", exc_info=error)
@@ -246,12 +265,16 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
                   description="Submit tasks, register sites, lease work, meter and bill it.")
     app.state.plane = plane
     app.state.first_key = first_key
+    app.state.auth_limiter = FailureLimiter(
+        settings.auth_failure_limit, settings.auth_failure_window_s,
+        settings.auth_tracked_clients,
+        on_refused=lambda kind: plane.metrics.auth_refused.labels(kind).inc())
     app.state.loop = None
     app.state.closing = False
     app.state.leaving_sites = set()  # sites whose agent said it is leaving (api.agent)
     app.state.wake_leases = None
     install_errors(app)
-    for router in (tasks.router, sites.router, agent.router, admin.router):
+    for router in (tasks.router, sites.router, agent.router, admin.router, keys.router):
         app.include_router(router)
     install_web(app)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)

@@ -59,3 +59,9 @@ def split_key(key: str) -> tuple[str, str] | None:
 
 def secret_matches(secret: str, stored_digest: str) -> bool:
     return hmac.compare_digest(digest(secret), stored_digest)
+
+
+def revoked(revoked_at: float | None, now: float) -> bool:
+    """Whether a key stopped working by `now` (UNIX seconds): a rotated key's ``revoked_at``
+    lies in the future until its grace period ends, and it works until then."""
+    return revoked_at is not None and revoked_at <= now

@@ -11,13 +11,16 @@ from computility.domain.errors import ComputilityError
 
 class ApiError(ComputilityError):
     def __init__(
-        self, status: int, title: str, detail: str, errors: list[dict[str, str]] | None = None
+        self, status: int, title: str, detail: str, errors: list[dict[str, str]] | None = None,
+        *, headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(detail)
         self.status = status
         self.title = title
         self.detail = detail
         self.errors = errors or []
+        self.headers = headers or {}
+        """Sent with the answer (a 429's ``Retry-After``)."""
 
 
 def not_found(what: str, key: object) -> ApiError:

@@ -55,6 +55,12 @@ class Settings:
     sample_s: float = 60.0
     """The leader samples every pool's capacity, load and prices this often (the dashboard's
     charts of supply and demand; see `computility.server.sampling`)."""
+    auth_failure_limit: int = 10
+    """Failed authentications an address may make within `auth_failure_window_s`; the next
+    refuses it (429) for a window (`computility.server.ratelimit`)."""
+    auth_failure_window_s: float = 60.0
+    auth_tracked_clients: int = 10_000
+    """Addresses the limiter tracks at once; the longest-quiet is forgotten first."""
     run_loop: bool = True
     replica: str = ""
     """This replica's name in the leadership table (host:pid when empty)."""
@@ -69,10 +75,13 @@ class Settings:
 TUNABLE = {
     "COMPUTILITY_CYCLE_S": "cycle_s",
     "COMPUTILITY_LEASE_TTL_S": "lease_ttl_s",
+    "COMPUTILITY_HEARTBEAT_S": "heartbeat_s",
     "COMPUTILITY_OFFLINE_AFTER_S": "offline_after_s",
     "COMPUTILITY_LEADER_STALE_S": "leader_stale_s",
     "COMPUTILITY_SAMPLE_S": "sample_s",
     "COMPUTILITY_REPLICA": "replica",
+    "COMPUTILITY_AUTH_FAILURE_LIMIT": "auth_failure_limit",
+    "COMPUTILITY_AUTH_FAILURE_WINDOW_S": "auth_failure_window_s",
 }
 """Environment variables that override timing settings of `computility up` (operators tune
 these for tests and drills; the defaults are the protocol's)."""
@@ -88,10 +97,21 @@ def from_environment(**fields: object) -> Settings:
         if name == "replica":
             values[name] = raw
             continue
+        if name == "auth_failure_limit":
+            if not raw.strip().isdigit() or int(raw) < 1:
+                from computility.domain.errors import UsageError
+
+                raise UsageError(f"{env}: expected a whole number of at least 1, got '{raw}'")
+            values[name] = int(raw)
+            continue
         try:
             values[name] = float(raw)
         except ValueError:
             from computility.domain.errors import UsageError
 
             raise UsageError(f"{env}: expected a number of seconds, got '{raw}'") from None
+        if name == "auth_failure_window_s" and not 0 < float(raw) < float("inf"):
+            from computility.domain.errors import UsageError
+
+            raise UsageError(f"{env}: expected a number of seconds above 0, got '{raw}'")
     return Settings(**values)  # type: ignore[arg-type]

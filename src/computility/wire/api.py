@@ -315,6 +315,66 @@ class KeyOut(Reply):
     key: str | None = None
 
 
+MAX_GRACE_S = 7 * 24 * 3600
+"""The longest a rotated key keeps working beside its successor."""
+
+
+class KeyInfo(Reply):
+    """A key as listed: never its secret (which is shown once, when it is made) nor a hash.
+
+    `revoked_at` is when the key stops (or stopped) working: in the future while a rotation's
+    grace period runs, null for a live key."""
+
+    id: str
+    tenant: str
+    user: str | None
+    role: str
+    site: str | None = None
+    created_at: float
+    revoked_at: float | None = None
+
+
+class KeyList(Reply):
+    keys: list[KeyInfo]
+    truncated: bool = False
+
+
+class KeyRotate(Request):
+    grace_s: Annotated[float, Field(ge=0, le=MAX_GRACE_S, allow_inf_nan=False)] = 0.0
+
+
+class KeyRotated(Reply):
+    """The new key (its secret shown this once) and the key it replaces."""
+
+    id: str
+    tenant: str
+    user: str | None
+    role: str
+    site: str | None = None
+    key: str
+    replaces: KeyInfo
+
+
+class AuditEvent(Reply):
+    id: int
+    at: float
+    key: str | None
+    """The actor's key id (null: the service itself)."""
+    actor_tenant: str | None
+    role: str | None
+    tenant: str | None
+    """The tenant the action concerns."""
+    action: str
+    target: str
+    detail: dict[str, Any] | None = None
+
+
+class AuditList(Reply):
+    events: list[AuditEvent]
+    next_cursor: int | None = None
+    """Pass as ``before`` for the next (older) page; null on the last page."""
+
+
 class Usage(Reply):
     tenant: str
     since: float

@@ -40,6 +40,7 @@ MAX_DURATION_S = 366 * 24 * 3600.0
 """Longest timeout, estimate or relative deadline a spec may state."""
 MAX_PRICE = Decimal(10**12)
 SPEC_POLICIES = ("cheapest", "fastest", "greenest", "balanced")
+MAX_ACCELERATORS = 100_000
 
 _DURATION = re.compile(r"(?:(\d+(?:\.\d*)?)d)?(?:(\d+(?:\.\d*)?)h)?(?:(\d+(?:\.\d*)?)m)?"
                        r"(?:(\d+(?:\.\d*)?)s)?")
@@ -75,7 +76,7 @@ class AcceleratorChoice(_Strict):
     """``count`` devices matching ``device`` (an id, alias or family)."""
 
     device: str = Field(max_length=64)
-    count: int = Field(ge=1, le=100_000)
+    count: int = Field(ge=1, le=MAX_ACCELERATORS)
 
 
 class Accelerators(_Strict):
@@ -89,7 +90,15 @@ def _choice(text: str) -> AcceleratorChoice:
     match = _ACCEL.match(text)
     if match is None:
         raise ValueError("TYPE:N such as A100:2")
-    return AcceleratorChoice(device=match.group(1), count=int(match.group(2) or 1))
+    return _accelerator(match.group(1), int(match.group(2) or 1))
+
+
+def _accelerator(device: str, count: int) -> AcceleratorChoice:
+    if not 1 <= count <= MAX_ACCELERATORS:
+        raise ValueError(f"from 1 to {MAX_ACCELERATORS} {device} devices")
+    if len(device) > 64:
+        raise ValueError("a device name of at most 64 characters")
+    return AcceleratorChoice(device=device, count=count)
 
 
 class Resources(_Strict):
@@ -162,7 +171,7 @@ def _accelerators(raw: object) -> Accelerators:
         for device, count in raw.items():
             if isinstance(count, bool) or not isinstance(count, int):
                 raise ValueError(f"a whole number of {device} devices")
-            choices.append(AcceleratorChoice(device=str(device), count=count))
+            choices.append(_accelerator(str(device), count))
         return Accelerators(form="any", choices=tuple(choices))
     raise ValueError("TYPE:N, a list of TYPE:N in preference order, or a mapping TYPE: N")
 
@@ -170,6 +179,10 @@ def _accelerators(raw: object) -> Accelerators:
 def _convert(parse: Any, value: object, field: str) -> Any:
     try:
         return parse(value)
+    except ValidationError as error:
+        # A nested model's own check: its first complaint, not pydantic's multi-line report.
+        first = error.errors()[0]
+        raise ValueError(f"{field}: {str(first['msg']).removeprefix('Value error, ')}") from None
     except ValueError as error:
         raise ValueError(f"{field}: {error}") from None
 
@@ -274,10 +287,22 @@ def parse_task_spec(text: str, source: str = "task.yaml") -> TaskSpec:
     """Read a task spec from YAML (or JSON) text.
 
     Raises:
-        BadInput: not YAML, or not a mapping.
+        BadInput: not YAML, not a mapping, or nested too deeply to be a task spec.
         FieldError: a field is unknown, missing or malformed; the message names the line and
             the field (``resources (cpus)``) and what was expected.
     """
+    try:
+        return _parse_task_spec(text, source)
+    except RecursionError:
+        raise too_deep(source) from None
+
+
+def too_deep(source: str) -> BadInput:
+    """Lists or mappings nested past what the parsers recurse through: no spec is that deep."""
+    return BadInput(f"{source}: lists or mappings nested too deeply to be a task spec")
+
+
+def _parse_task_spec(text: str, source: str) -> TaskSpec:
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
@@ -289,6 +314,7 @@ def parse_task_spec(text: str, source: str = "task.yaml") -> TaskSpec:
     if not isinstance(data, dict):
         raise FieldError(source, 1, "task", "task", "a mapping of task fields", str(data))
     lines = yaml_lines(root)
+    data = _characters(data, (), lines, source)
     try:
         return TaskSpec.model_validate(data)
     except ValidationError as error:
@@ -300,9 +326,59 @@ def task_spec_from_mapping(data: object, source: str = "task") -> TaskSpec:
     if not isinstance(data, dict):
         raise FieldError(source, 1, "task", "task", "a mapping of task fields", str(data))
     try:
-        return TaskSpec.model_validate(data)
+        checked: dict[str, Any] = _characters(data, (), {}, source)
+        return TaskSpec.model_validate(checked)
     except ValidationError as error:
-        raise _located(error, {}, source, data) from None
+        raise _located(error, {}, source, checked) from None
+    except RecursionError:
+        raise too_deep(source) from None
+
+
+def _paired(text: str) -> str:
+    """`text` with each UTF-16 surrogate pair joined into its character (lone ones stay)."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        pass
+    try:
+        return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le")
+    except UnicodeDecodeError:
+        return text
+
+
+def _characters(
+    value: Any, loc: tuple[str | int, ...], lines: dict[tuple[str | int, ...], int], source: str
+) -> Any:
+    """`value` with every string made of whole characters.
+
+    YAML reads a JSON escape of a character beyond U+FFFF (``"\\ud83d\\ude00"``) as two lone
+    UTF-16 surrogates, which no later step can encode: each pair is joined into its character.
+    A lone surrogate (JSON allows ``"\\ud800"``) is no character at all and is refused, located.
+    """
+    if isinstance(value, str):
+        value = _paired(value)
+        try:
+            value.encode("utf-8")
+            return value
+        except UnicodeEncodeError:
+            line = next((lines[loc[:cut]] for cut in range(len(loc), -1, -1)
+                         if loc[:cut] in lines), 1)
+            parent = ".".join(f"[{p}]" if isinstance(p, int) else p for p in loc[:-1])
+            raise FieldError(source, line, parent.replace(".[", "[") or "task",
+                             str(loc[-1]) if loc else "task",
+                             "text (a lone UTF-16 surrogate is not a character)",
+                             value) from None
+    if isinstance(value, dict):
+        out: dict[Any, Any] = {}
+        for key, item in value.items():
+            key = _characters(key, loc, lines, source)
+            out[key] = _characters(item, (*loc, key if isinstance(key, str) else str(key)),
+                                   lines, source)
+        return out
+    if isinstance(value, list):
+        return [_characters(item, (*loc, i), lines, source) for i, item in enumerate(value)]
+    return value
 
 
 def yaml_lines(root: yaml.Node | None) -> dict[tuple[str | int, ...], int]:
@@ -388,9 +464,12 @@ def _shown(value: object) -> str:
 
 
 def json_safe(value: Any) -> Any:
-    """YAML's own types (an unquoted time is a datetime) as the JSON the spec is stored as."""
+    """YAML's own types (an unquoted time is a datetime) as the JSON the spec is stored as, and
+    its escaped surrogate pairs as the characters they stand for."""
+    if isinstance(value, str):
+        return _paired(value)
     if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
+        return {_paired(str(k)): json_safe(v) for k, v in value.items()}
     if isinstance(value, list):
         return [json_safe(v) for v in value]
     if isinstance(value, date | datetime):

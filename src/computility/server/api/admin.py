@@ -13,7 +13,7 @@ from computility.server.api.deps import Caller, Plane
 from computility.server.auth import new_key
 from computility.server.db import schema as db
 from computility.server.problems import conflict, forbidden, invalid, not_found
-from computility.server.store import billing
+from computility.server.store import audit, billing
 from computility.server.store.files import upload
 from computility.server.store.tasks import budget_changed
 from computility.wire.api import KeyIn, KeyOut, TenantIn, TenantOut, Usage
@@ -26,6 +26,10 @@ def _tenant_out(row: dict[str, object]) -> TenantOut:
     return TenantOut(id=str(row["id"]), concurrent_cu_quota=row["concurrent_cu_quota"],  # type: ignore[arg-type]
                      budget=None if budget is None else from_micro(int(budget)),  # type: ignore[call-overload]
                      budget_period=str(row["budget_period"]))
+
+
+def _limits(body: TenantIn) -> dict[str, object]:
+    return {"concurrent_cu_quota": body.concurrent_cu_quota, "budget": body.budget}
 
 
 @router.get("/whoami")
@@ -45,6 +49,8 @@ def create_tenant(body: TenantIn, who: Caller, plane: Plane) -> TenantOut:
         if conn.execute(select(db.tenants.c.id).where(db.tenants.c.id == body.id)).first():
             raise conflict(f"tenant '{body.id}' exists")
         conn.execute(insert(db.tenants).values(**values))
+        audit.record(conn, who, "tenant.create", f"tenant:{body.id}", _limits(body),
+                     tenant=body.id)
     return _tenant_out(values)
 
 
@@ -60,6 +66,8 @@ def set_tenant(tenant_id: str, body: TenantIn, who: Caller, plane: Plane) -> Ten
             budget_micro=None if body.budget is None else to_micro(body.budget))).rowcount
         if not done:
             raise not_found("tenant", tenant_id)
+        audit.record(conn, who, "tenant.update", f"tenant:{tenant_id}", _limits(body),
+                     tenant=tenant_id)
         row = conn.execute(select(db.tenants).where(db.tenants.c.id == tenant_id)).mappings().one()
     budget_changed(tenant_id)
     plane.wake_scheduler.set()
@@ -96,6 +104,9 @@ def create_key(tenant_id: str, body: KeyIn, who: Caller, plane: Plane) -> KeyOut
         conn.execute(insert(db.api_keys).values(
             id=key_id, user_id=user_id, tenant_id=tenant_id, role=body.role,
             secret_sha256=secret_hash, created_at=now))
+        audit.record(conn, who, "key.create", f"key:{key_id}",
+                     {"tenant": tenant_id, "user": body.user, "role": body.role},
+                     tenant=tenant_id)
     return KeyOut(id=key_id, tenant=tenant_id, user=body.user, role=body.role, key=key)
 
 

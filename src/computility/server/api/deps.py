@@ -16,15 +16,32 @@ from fastapi import Depends, Header, Request
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
-from computility.server.auth import Identity, secret_matches, split_key
+from computility.server.auth import Identity, revoked, secret_matches, split_key
 from computility.server.db import schema as db
 from computility.server.observability.logging import bind
 from computility.server.plane import ControlPlane
-from computility.server.problems import ApiError
+from computility.server.problems import ApiError, forbidden
+from computility.server.ratelimit import client_address, limiter_of
 
 CACHE_S = 5.0
+UNKNOWN_KEY = "unknown or revoked API key"
 _cache: dict[str, tuple[float, str, Identity]] = {}
 _cache_lock = threading.Lock()
+_revocations = 0
+"""Counts `forget` calls: a key row read before a revocation is not cached after it."""
+
+
+def forget(key_ids: list[str], site: str | None = None) -> None:
+    """Drop revoked keys (and with `site`, that site's agent keys) from this replica's cache,
+    so they stop working here at once (other replicas stop honouring them within `CACHE_S`)."""
+    global _revocations
+    with _cache_lock:
+        _revocations += 1
+        for key_id in key_ids:
+            _cache.pop(key_id, None)
+        if site is not None:
+            for key_id in [k for k, hit in _cache.items() if hit[2].site == site]:
+                del _cache[key_id]
 
 
 async def plane_of(request: Request) -> ControlPlane:
@@ -42,6 +59,30 @@ async def identity(
     request: Request,
     authorization: Annotated[str | None, Header()] = None,
     x_api_key: Annotated[str | None, Header()] = None,
+) -> Identity:
+    """The caller. A well-formed key that does not verify counts against the caller's address
+    (no key or a malformed one can never succeed, so it guesses nothing), and an address that
+    failed too often is refused with 429 whatever key it sends (`computility.server.ratelimit`).
+    """
+    limiter, client = limiter_of(request), client_address(request)
+    refused = limiter.refusal(client)
+    if refused is not None:
+        raise refused
+    try:
+        who = await _verified(request, authorization, x_api_key)
+    except ApiError as error:
+        if error.detail != UNKNOWN_KEY:
+            raise
+        raise limiter.failed(client) or error from None
+    if who.role == "agent" and not request.url.path.startswith(AGENT_PATHS):
+        # Least privilege: an agent key lives on a site's machine and needs nothing else.
+        raise forbidden("an agent key serves only the agent protocol (/api/v1/agent/...) and "
+                        "/api/v1/whoami")
+    return who
+
+
+async def _verified(
+    request: Request, authorization: str | None, x_api_key: str | None,
 ) -> Identity:
     key = x_api_key
     if authorization is not None:
@@ -61,15 +102,21 @@ async def identity(
     if hit is not None and hit[0] > now and secret_matches(secret, hit[1]):
         return _known(request, hit[2])
     plane: ControlPlane = request.app.state.plane
+    with _cache_lock:
+        generation = _revocations
     row = await run_in_threadpool(_key_row, plane, key_id)
-    if row is None or row["revoked_at"] is not None or not secret_matches(
+    if row is None or revoked(row["revoked_at"], time.time()) or not secret_matches(
         secret, row["secret_sha256"]
     ):
-        raise _unauthorized("unknown or revoked API key")
+        raise _unauthorized(UNKNOWN_KEY)
     who = Identity(key_id=key_id, tenant=row["tenant_id"], role=row["role"],
                    user_id=row["user_id"], site=row["site_id"])
+    # A key in a rotation's grace period is cached no longer than it has left.
+    until = now + CACHE_S if row["revoked_at"] is None else \
+        now + min(CACHE_S, row["revoked_at"] - time.time())
     with _cache_lock:
-        _cache[key_id] = (now + CACHE_S, row["secret_sha256"], who)
+        if generation == _revocations:  # no revocation raced this read
+            _cache[key_id] = (until, row["secret_sha256"], who)
     return _known(request, who)
 
 
@@ -87,6 +134,9 @@ def _key_row(plane: ControlPlane, key_id: str) -> Any:
         return conn.execute(select(db.api_keys).where(db.api_keys.c.id == key_id)
                             ).mappings().first()
 
+
+AGENT_PATHS = ("/api/v1/agent/", "/api/v1/whoami")
+"""The only paths an agent key may call."""
 
 Caller = Annotated[Identity, Depends(identity)]
 Plane = Annotated[ControlPlane, Depends(plane_of)]

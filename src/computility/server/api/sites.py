@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from computility.server.api.deps import Caller, Plane
+from computility.server.api.deps import Caller, Plane, forget
 from computility.server.db.retry import retrying
 from computility.server.store import billing, sites
 from computility.wire.api import Earnings, SiteIn, SiteOut, SiteRegistered
@@ -15,6 +15,7 @@ router = APIRouter(prefix="/api/v1", tags=["sites"])
 @router.post("/sites", status_code=201, response_model=SiteRegistered)
 def register_site(body: SiteIn, who: Caller, plane: Plane) -> SiteRegistered:
     site, key = retrying(sites.register, plane, who, body)
+    forget([], site=body.id)  # the site's earlier agent keys are revoked: at once, here
     return SiteRegistered(site=site, agent_key=key)
 
 

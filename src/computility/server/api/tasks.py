@@ -53,6 +53,10 @@ async def _spec_body(request: Request) -> Any:
         what = "YAML" if kind in YAML_TYPES else "JSON"
         raise ApiError(400, "Bad Request", f"body: not valid {what}: {error}",
                        [{"field": "body", "message": f"valid {what}"}]) from None
+    except RecursionError:
+        # The parsers recurse per level of nesting; no task spec is nested this deeply.
+        raise ApiError(400, "Bad Request", "body: lists or mappings nested too deeply",
+                       [{"field": "body", "message": "nested too deeply"}]) from None
 
 
 @router.post("/tasks", status_code=201, response_model=TaskOut,

@@ -319,3 +319,23 @@ validation_runs = Table(
     Column("finished_at", Float, nullable=True),
 )
 Index("ix_validation_runs_created", validation_runs.c.created_at)
+
+# --------------------------------------------------------------------------- audit
+
+audit_events = Table(
+    "audit_events",
+    metadata,
+    # Who did what to what: written in the transaction of the action itself, so an action and
+    # its record commit (or roll back) together. Never a secret: `detail` holds ids and figures.
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("at", Float, nullable=False),
+    Column("key_id", String(32), nullable=True),  # the actor's key (null: the service itself)
+    Column("actor_tenant", String(64), nullable=True),
+    Column("role", String(16), nullable=True),
+    Column("tenant", String(64), nullable=True),  # the tenant the action concerns
+    Column("action", String(32), nullable=False),
+    Column("target", String(128), nullable=False),
+    Column("detail", JSON, nullable=True),
+)
+Index("ix_audit_events_tenant", audit_events.c.tenant, audit_events.c.id)
+Index("ix_audit_events_at", audit_events.c.at)

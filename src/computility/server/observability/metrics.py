@@ -70,6 +70,7 @@ SUBMISSION_OUTCOMES = ("accepted", "rejected", "failed")
 failed: 5xx."""
 SCHEDULING_STEPS = ("housekeeping", "read", "place", "write")
 HOLD_REASONS = ("quota", "shift")
+AUTH_KINDS = ("api", "dashboard")
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 TASK_STATES = (states.PENDING, states.HELD, states.QUEUED, states.LEASED, states.RUNNING,
                states.SUCCEEDED, states.FAILED, states.CANCELLED, states.LOST)
@@ -129,6 +130,9 @@ class ServerMetrics:
             "computility_http_request_duration_seconds", "API latency, by method, route template "
             "and status class", ["method", "route", "status_class"], buckets=DURATION_BUCKETS,
             registry=r)
+        self.auth_refused = Counter(
+            "computility_auth_refused", "Authentication attempts refused (429) because their "
+            "address failed too often, by kind (api|dashboard)", ["kind"], registry=r)
         # Every series of a known label set exists from the start (a rate over a series that
         # appears only at its first event misses that event).
         for kind in SUBMISSION_KINDS:
@@ -139,6 +143,8 @@ class ServerMetrics:
             self.step_duration.labels(step)
         for reason in HOLD_REASONS:
             self.holds.labels(reason)
+        for kind in AUTH_KINDS:
+            self.auth_refused.labels(kind)
 
     def observe_cycle(self, report: CycleReport, at: float) -> None:
         """Count what one scheduling cycle did (the loop calls this with its `CycleReport`)."""

@@ -6,7 +6,7 @@ import logging
 import time
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, insert, or_, select, update
 
 from computility.domain.devices import default_catalogue
 from computility.domain.errors import UnknownDeviceType
@@ -18,6 +18,7 @@ from computility.server.db import schema as db
 from computility.server.observability.logging import log_context
 from computility.server.plane import ControlPlane
 from computility.server.problems import conflict, forbidden, invalid, not_found
+from computility.server.store import audit
 from computility.wire.api import (
     DatasetOut,
     Heartbeat,
@@ -104,23 +105,44 @@ def register(plane: ControlPlane, who: Identity, site: SiteIn) -> tuple[SiteOut,
                 conn.execute(update(db.tasks).where(db.tasks.c.id.in_(busy)).values(
                     state=states.PENDING, site_id=None, pool_id=None,
                     version=db.tasks.c.version + 1, updated_at=now))
+            before = _pool_summary(conn.execute(
+                select(db.pools).where(db.pools.c.site_id == site.id)
+                .order_by(db.pools.c.position)).mappings().all())
             conn.execute(delete(db.pools).where(db.pools.c.site_id == site.id))
         conn.execute(insert(db.pools), [{"site_id": site.id, **r} for r in pool_rows])
         # One live agent key per site: registering again (an agent's restart) revokes the
-        # earlier ones, so an orphaned agent process can no longer speak for the site.
-        conn.execute(update(db.api_keys).where(
+        # earlier ones (those in a rotation's grace period too), so an orphaned agent process
+        # can no longer speak for the site.
+        ended = conn.execute(update(db.api_keys).where(
             db.api_keys.c.site_id == site.id, db.api_keys.c.role == "agent",
-            db.api_keys.c.revoked_at.is_(None)).values(revoked_at=now))
+            or_(db.api_keys.c.revoked_at.is_(None), db.api_keys.c.revoked_at > now))
+            .values(revoked_at=now)).rowcount
         conn.execute(insert(db.api_keys).values(
             id=key_id, tenant_id=who.tenant if owner is None else owner, role="agent",
             site_id=site.id, secret_sha256=secret_hash, created_at=now,
         ))
+        pools_now = _pool_summary(pool_rows)
+        detail: dict[str, Any] = {"region": site.region, "backend": site.backend,
+                                  "pools": pools_now, "agent_key_id": key_id,
+                                  "agent_keys_revoked": ended}
+        if owner is not None:
+            detail["pools_changed"] = before != pools_now
+        audit.record(conn, who, "site.register" if owner is None else "site.update",
+                     f"site:{site.id}", detail, tenant=owner or who.tenant)
     plane.sites_changed()
     plane.wake_scheduler.set()
     with log_context(site_id=site.id):
         log.info("site %s %s with %d pools", site.id,
                  "registered" if owner is None else "registered again", len(pool_rows))
     return get(plane, who, site.id), key
+
+
+def _pool_summary(rows: Any) -> dict[str, dict[str, Any]]:
+    """Pools as an audit event shows them: device, count and price, by pool id."""
+    return {r["pool_id"]: {"device": r["device"], "count": r["count"],
+                           "devices_per_node": r["devices_per_node"],
+                           "price_micro_per_cu_hour": r["price_micro_per_cu_hour"]}
+            for r in rows}
 
 
 def _datasets(site: SiteIn) -> list[dict[str, Any]]:

@@ -31,6 +31,7 @@ from computility.server.db import schema as db
 from computility.server.live import Demand, LiveNetwork, demand_of
 from computility.server.plane import ControlPlane
 from computility.server.problems import ApiError, invalid, not_found
+from computility.server.store import audit
 from computility.server.store.files import owns_upload
 from computility.server.store.pricing import admission_quotes, spent_this_period
 from computility.wire.api import SLUG, TaskOut
@@ -389,6 +390,9 @@ def cancel(plane: ControlPlane, who: Identity, task_id: int) -> dict[str, Any]:
                 .where(db.tasks.c.id == task_id, db.tasks.c.version == row["version"])
                 .values(version=db.tasks.c.version + 1, updated_at=now, **values)
             ).rowcount
+            if done and row["tenant_id"] != who.tenant:  # only an operator reaches here
+                audit.record(conn, who, "task.cancel", f"task:{task_id}",
+                             {"state": state}, tenant=row["tenant_id"])
         if done:
             log.info("task %s: %s", task_id, values["reason"])
             if state in states.ACTIVE:

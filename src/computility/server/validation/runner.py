@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from computility.server.auth import Identity
 from computility.server.plane import ControlPlane
 from computility.server.validation import runs
 from computility.server.validation.choices import uploads_dir, worker_command
@@ -122,9 +123,10 @@ class ValidationRunner:
 
     # ------------------------------------------------------------------ cancel
 
-    def cancel(self, run_id: int) -> bool:
-        """Cancel a queued or running run; its worker, if here, is killed before this returns."""
-        changed = runs.cancel(self.plane, run_id)
+    def cancel(self, run_id: int, who: Identity | None = None) -> bool:
+        """Cancel a queued or running run; its worker, if here, is killed before this returns.
+        `who`: the operator asking, for the audit log."""
+        changed = runs.cancel(self.plane, run_id, who)
         with self._lock:
             child = self._children.get(run_id)
         if child is not None:

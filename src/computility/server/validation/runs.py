@@ -17,9 +17,11 @@ from typing import Any
 
 from sqlalchemy import func, insert, select, update
 
+from computility.server.auth import Identity
 from computility.server.db import schema as db
 from computility.server.db.engine import is_sqlite
 from computility.server.plane import ControlPlane
+from computility.server.store import audit
 
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
 ACTIVE = (QUEUED, RUNNING)
@@ -45,7 +47,8 @@ class NewRun:
     options: dict[str, Any]
 
 
-def create_run(plane: ControlPlane, run: NewRun) -> int:
+def create_run(plane: ControlPlane, run: NewRun, who: Identity | None = None) -> int:
+    """Queue a run; `who` (the operator asking) is written to the audit log with it."""
     with plane.write() as conn:
         run_id: int = conn.execute(insert(vr).returning(vr.c.id).values(
             tenant_id=run.tenant, created_by=run.key_id, created_at=time.time(), state=QUEUED,
@@ -53,6 +56,10 @@ def create_run(plane: ControlPlane, run: NewRun) -> int:
             # An uploaded trace lies in this replica's data directory: only it may run it.
             options={**run.options, "replica": plane.replica} if run.options.get("upload")
             else run.options, progress=0.0)).scalar_one()
+        if who is not None:
+            audit.record(conn, who, "validation.start", f"validation_run:{run_id}",
+                         {"trace": run.trace[:256], "network": run.network[:256],
+                          "policies": list(run.policies)})
     return run_id
 
 
@@ -127,11 +134,14 @@ def finish(plane: ControlPlane, run_id: int, state: str, *, message: str | None 
     return set_running(plane, run_id, **values)
 
 
-def cancel(plane: ControlPlane, run_id: int) -> bool:
-    """Mark a queued or running run cancelled; False if it had already ended (or is unknown)."""
+def cancel(plane: ControlPlane, run_id: int, who: Identity | None = None) -> bool:
+    """Mark a queued or running run cancelled; False if it had already ended (or is unknown).
+    A cancel by `who` that changed something is written to the audit log with it."""
     with plane.write() as conn:
         changed: int = conn.execute(update(vr).where(vr.c.id == run_id, vr.c.state.in_(ACTIVE))
                                     .values(state=CANCELLED, finished_at=time.time())).rowcount
+        if changed and who is not None:
+            audit.record(conn, who, "validation.cancel", f"validation_run:{run_id}")
     return changed > 0
 
 

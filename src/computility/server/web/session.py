@@ -28,9 +28,10 @@ from fastapi import Request
 from sqlalchemy import delete, insert, select
 from starlette.concurrency import run_in_threadpool
 
-from computility.server.auth import Identity, secret_matches, split_key
+from computility.server.auth import Identity, revoked, secret_matches, split_key
 from computility.server.db import schema as db
 from computility.server.plane import ControlPlane
+from computility.server.store import audit
 from computility.server.web.i18n import LANGUAGES, Translator, translator
 
 SESSION_COOKIE = "cu_session"
@@ -103,7 +104,7 @@ def check_key(plane: ControlPlane, key: str) -> Identity | str:
     with plane.engine.connect() as conn:
         row = conn.execute(select(db.api_keys).where(db.api_keys.c.id == key_id)
                            ).mappings().first()
-    if row is None or row["revoked_at"] is not None or not secret_matches(
+    if row is None or revoked(row["revoked_at"], time.time()) or not secret_matches(
             secret, row["secret_sha256"]):
         return "login.unknown"
     if row["role"] not in SIGN_IN_ROLES:
@@ -122,6 +123,7 @@ def open_session(plane: ControlPlane, who: Identity, lang: str) -> tuple[str, st
         conn.execute(insert(db.web_sessions).values(
             id=_digest(token), key_id=who.key_id, csrf=csrf, lang=lang, created_at=now,
             expires_at=now + SESSION_S))
+        audit.record(conn, who, "session.open", f"key:{who.key_id}")
     return token, csrf
 
 
@@ -148,7 +150,8 @@ async def viewer(request: Request) -> Viewer:
         raise SignInRequired(here)
     plane: ControlPlane = request.app.state.plane
     row = await run_in_threadpool(_session_row, plane, token)
-    if row is None or row["revoked_at"] is not None or row["expires_at"] < time.time():
+    if row is None or revoked(row["revoked_at"], time.time()) or \
+            row["expires_at"] < time.time():
         raise SignInRequired(here)
     who = Identity(key_id=row["key_id"], tenant=row["tenant_id"], role=row["role"],
                    user_id=row["user_id"], site=row["site_id"])

@@ -10,6 +10,8 @@ from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from computility.server.problems import ApiError
+from computility.server.ratelimit import client_address, limiter_of
 from computility.server.web.i18n import LANGUAGES
 from computility.server.web.render import SECURITY_HEADERS, page
 from computility.server.web.session import (
@@ -46,6 +48,13 @@ def _login_form(request: Request, next_url: str, error: str | None = None,
     return response
 
 
+def _refused_form(request: Request, next_url: str, refused: ApiError) -> HTMLResponse:
+    """The form again, answered 429: this address failed to sign in too often."""
+    response = _login_form(request, next_url, "login.too_many", status=429)
+    response.headers.update(refused.headers)
+    return response
+
+
 @router.get("/login", response_class=HTMLResponse)
 def login_form(request: Request, next: str = "/") -> HTMLResponse:
     return _login_form(request, next)
@@ -57,9 +66,17 @@ async def login(request: Request, api_key: Annotated[str, Form()] = "",
     expected = request.cookies.get(LOGIN_CSRF_COOKIE, "")
     if not expected or not csrf or not hmac.compare_digest(expected, csrf):
         return _login_form(request, next, "login.expired_form", status=403)
+    limiter, client = limiter_of(request), client_address(request)
+    refused = limiter.refusal(client, "dashboard")
+    if refused is not None:  # a valid key too: a guesser must not learn which guess was right
+        return _refused_form(request, next, refused)
     plane = request.app.state.plane
     who = await run_in_threadpool(check_key, plane, api_key)
     if isinstance(who, str):
+        # Only a well-formed key that does not verify is a guess (see `api.deps.identity`).
+        refused = limiter.failed(client, "dashboard") if who == "login.unknown" else None
+        if refused is not None:
+            return _refused_form(request, next, refused)
         return _login_form(request, next, who, status=401)
     token, _ = await run_in_threadpool(open_session, plane, who, request_lang(request))
     response = RedirectResponse(safe_next(next), status_code=303, headers=SECURITY_HEADERS)

@@ -178,7 +178,7 @@ async def create_run(request: Request) -> Response:
                       trace=choices.label(upload_name), network=choices.network,
                       policies=choices.policies,
                       options=choices.options(stored.name if stored else None, upload_name))
-    run_id = await run_in_threadpool(runs.create_run, request.app.state.plane, new)
+    run_id = await run_in_threadpool(runs.create_run, request.app.state.plane, new, who.who)
     runner = _runner(request)
     if runner is not None:
         runner.wake()
@@ -282,8 +282,8 @@ async def cancel_run(request: Request, run_id: str) -> Response:
         return page(request, "error.html", {"who": who, "kind": "not_found"}, status=404)
     runner = _runner(request)
     if runner is not None:
-        await run_in_threadpool(runner.cancel, int(run["id"]))
+        await run_in_threadpool(runner.cancel, int(run["id"]), who.who)
     else:
-        await run_in_threadpool(runs.cancel, request.app.state.plane, int(run["id"]))
+        await run_in_threadpool(runs.cancel, request.app.state.plane, int(run["id"]), who.who)
     return RedirectResponse(f"/validation/{run['id']}", status_code=303,
                             headers=SECURITY_HEADERS)
