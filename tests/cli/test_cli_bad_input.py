@@ -18,6 +18,8 @@ CASES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "run --policy": (("run", "--policy", "best", "--", "true"),
                      ("--policy", "balanced", "cheapest", "fastest", "greenest", "best")),
     "run without a command": (("run",), ("expected a command after '--'",)),
+    # A digit to str.isdigit() but not to int(): still the option's own one line.
+    "run --cpus": (("run", "--cpus", "²", "--", "true"), ("--cpus", "integer", "'²'")),
     # Well formed, but no pool could ever hold it: the service refuses it, still exit 2.
     "run too big": (("run", "--gpus", "H100:4096", "--", "true"), ("resources",)),
     "submit bad field": (("submit", "bad.yaml"),

@@ -43,7 +43,8 @@ def test_load_network_reads_generated_n_with_the_seed() -> None:
     assert network == generated_network(12, seed=5)
 
 
-@pytest.mark.parametrize("spec", ["generated:", "generated:0", "generated:x", "generated:-3"])
+@pytest.mark.parametrize("spec", ["generated:", "generated:0", "generated:x", "generated:-3",
+                                  "generated:²", "generated:١٢"])
 def test_a_malformed_generated_spec_is_a_usage_error(spec: str) -> None:
     with pytest.raises(UsageError, match="generated:N"):
         load_network(spec)

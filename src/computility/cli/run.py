@@ -73,7 +73,9 @@ def build_spec(argv: list[str], *, cpus: str | None, memory: str | None, gpus: s
                          "python3 -c \"print(6*7)\"")
     resources: dict[str, Any] = {}
     if cpus is not None:
-        resources["cpus"] = int(cpus) if cpus.isdigit() else cpus
+        # ASCII digits only: str.isdigit() also admits "²", which int() refuses; anything else
+        # goes to the spec's own check, which names the flag.
+        resources["cpus"] = int(cpus) if cpus.isascii() and cpus.isdigit() else cpus
     if memory is not None:
         resources["memory"] = memory
     if gpus is not None:

@@ -38,7 +38,8 @@ def parse_generated(spec: str) -> int:
         UsageError: anything else after ``generated:``.
     """
     _, _, text = spec.partition(":")
-    if not text.isdigit() or int(text) < 1:
+    # ASCII digits only: str.isdigit() also admits "²" and "١", which int() refuses.
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
         raise UsageError(f"--network {spec}: expected generated:N with N a whole number >= 1")
     return int(text)
 

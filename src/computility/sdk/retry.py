@@ -41,7 +41,7 @@ def pause_s(attempt: int, backoff_s: float, response: httpx.Response | None) -> 
     """Seconds before try `attempt + 1` (`attempt` counts from 0)."""
     if response is not None:
         after = response.headers.get("Retry-After", "")
-        if after.replace(".", "", 1).isdigit():
+        if after.isascii() and after.replace(".", "", 1).isdigit():
             return min(float(after), MAX_PAUSE_S)
     step = min(MAX_PAUSE_S, backoff_s * 2.0**attempt)
     return step / 2 + random.uniform(0, step / 2)

@@ -150,7 +150,7 @@ class Leadership:
 def _holder_gone(holder: str) -> bool:
     """Whether `holder` (``host:pid``) was a process on this host that no longer runs."""
     host, _, pid = holder.rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
+    if host != socket.gethostname() or not (pid.isascii() and pid.isdigit()):
         return False
     try:
         os.kill(int(pid), 0)

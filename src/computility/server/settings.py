@@ -98,7 +98,7 @@ def from_environment(**fields: object) -> Settings:
             values[name] = raw
             continue
         if name == "auth_failure_limit":
-            if not raw.strip().isdigit() or int(raw) < 1:
+            if not (raw.strip().isascii() and raw.strip().isdigit()) or int(raw) < 1:
                 from computility.domain.errors import UsageError
 
                 raise UsageError(f"{env}: expected a whole number of at least 1, got '{raw}'")

@@ -74,7 +74,7 @@ def path(name): return os.path.join(rundir, name)
 def descendants():
     kids = {}
     for name in os.listdir("/proc"):
-        if not name.isdigit(): continue
+        if not (name.isascii() and name.isdigit()): continue
         try:
             with open("/proc/%s/stat" % name, "rb") as f: stat = f.read()
             kids.setdefault(int(stat[stat.rindex(b")") + 2:].split()[1]), []).append(int(name))

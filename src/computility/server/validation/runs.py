@@ -187,7 +187,7 @@ def replica_gone(replica: str | None, me: str) -> bool:
     if replica is None or replica == me:
         return True
     host, _, pid = replica.rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
+    if host != socket.gethostname() or not (pid.isascii() and pid.isdigit()):
         return False
     return not pid_alive(int(pid))
 

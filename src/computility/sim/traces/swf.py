@@ -106,8 +106,12 @@ def _parse_chunk(
     """
     fields: NDArray[np.float64] | None = None
     # Published SWF logs are nearly all integers, which numpy parses four times faster than
-    # floats; a chunk with a fractional field (or anything else) falls back to floats.
-    for dtype in (np.int64, np.float64):
+    # floats; a chunk with a fractional field (or anything else) falls back to floats. numpy's
+    # parser sees ASCII only: a character beyond U+FFFF in a field can crash it (numpy 2.4,
+    # segmentation fault), and no record with a non-ASCII character is valid anyway.
+    # (`str.isascii` is a flag check, not a scan.)
+    ascii_only = all(line.isascii() for line in chunk)
+    for dtype in (np.int64, np.float64) if ascii_only else ():
         try:
             fields = np.loadtxt(chunk, dtype=dtype, comments=None, ndmin=2).astype(np.float64)
             break

@@ -68,7 +68,8 @@ def workload_text(label: str, t: Translator) -> str:
     if kind == "builtin":
         return t("validation.workload.bundled", name=rest)
     if kind == "synthetic":
-        return t("validation.workload.synthetic", n=f"{int(rest):,}" if rest.isdigit() else rest)
+        count = f"{int(rest):,}" if rest.isascii() and rest.isdigit() else rest
+        return t("validation.workload.synthetic", n=count)
     if kind == "upload":
         return t("validation.workload.upload", name=rest)
     return label
@@ -145,7 +146,8 @@ async def create_run(request: Request) -> Response:
     """
     require_operator(await viewer(request))  # reads no body
     length = request.headers.get("content-length", "")
-    if not length.isdigit() or int(length) > MAX_UPLOAD_BYTES + FORM_OVERHEAD_BYTES:
+    limit = MAX_UPLOAD_BYTES + FORM_OVERHEAD_BYTES
+    if not (length.isascii() and length.isdigit()) or int(length) > limit:
         who = await viewer(request)
         return page(request, "error.html", {"who": who, "kind": "bad_request", "detail": who.t(
             "validation.error.body_too_large", max=_mib(MAX_UPLOAD_BYTES))}, status=413)
