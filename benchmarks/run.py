@@ -103,7 +103,8 @@ def _batch_placement(ci: bool) -> str:
     fast, exact = result["fast"], result["exact"]
     assert isinstance(fast, list) and isinstance(exact, list)
     rates = {str(r["policy"]): float(r["placements_per_s"]) for r in fast}
-    slow = {p: r for p, r in rates.items() if r < floor}
+    # The target is the headline policy's, at full size and in CI alike; the others are shown.
+    slow = rates[b.HEADLINE] < floor
     # At full size only the OR-Tools solve is held to the time target (HiGHS alone is slower).
     held = [r for r in exact if ci or "OR-Tools" in str(r["solver"])]
     late = [r for r in held if float(r["wall_s"]) > limit]
