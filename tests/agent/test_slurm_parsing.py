@@ -191,8 +191,17 @@ def test_ended_jobs_keep_their_exit_code_signal_and_cause() -> None:
     assert (killed.exit_code, killed.signal) == (None, 9)
     cancelled = job_status(JobInfo("CANCELLED"), True)
     assert cancelled.signal == 15
+    assert job_status(JobInfo("DEADLINE"), False).timed_out
+
+
+def test_a_job_cancelled_before_it_started_did_not_run_and_is_not_the_tasks_failure() -> None:
+    """Whoever cancelled it while it waited (the cluster's operator, or the agent for a user who
+    cancelled), the task never ran: placed again at no charge (or ended cancelled, if its user
+    asked), never failed and billed for its time in the queue (seen under tests/chaos, where
+    another job of the machine ran `scancel --user` over a queued task)."""
     before = job_status(JobInfo("CANCELLED"), False)
-    assert (before.phase, before.signal) == ("exited", 15)
+    assert before.phase == "failed_to_start"
+    assert before.reason == "slurm: job CANCELLED before it started"
     assert job_status(JobInfo("TIMEOUT", signal=15), True).timed_out
     assert job_status(JobInfo("OUT_OF_MEMORY", exit_code=0, signal=9), True).out_of_memory
 

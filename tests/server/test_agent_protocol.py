@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -360,3 +361,62 @@ def test_an_upload_cut_off_mid_body_is_a_client_error_not_a_server_error(
     r = agent.http.put(path, content=b"hello\n", headers={"X-Attempt-Token": str(lease["token"])})
     assert r.status_code == 204, r.text
     agent.close()
+
+
+# -- one connection per write ----------------------------------------------------------------------
+
+
+def test_a_heartbeat_and_an_exit_report_price_inside_their_own_transaction(
+    db_url: str | None, tmp_path: Path,
+) -> None:
+    """Pricing (the exit's bill, a heartbeat's check against `max_price`) reads the sites through
+    the writer's own connection. A second connection taken from the pool while the transaction
+    holds one (and, on SQLite, the write lock) waits on requests that wait on this transaction:
+    under a burst of agent requests (agents coming back after a restart) the pool emptied and
+    the whole service stalled 30 s, answering 500 and letting every lease expire (seen under
+    tests/chaos)."""
+    from sqlalchemy import event
+
+    from computility.server.auth import Identity
+    from computility.server.leadership import Leadership
+    from computility.server.scheduling import cycle
+    from computility.server.store import attempts as attempt_store
+    from computility.server.store import sites as site_store
+    from computility.wire.api import AttemptReport, Heartbeat, RunningAttempt
+
+    with local_control_plane(tmp_path / "one", db_url, run_loop=False) as server:
+        agent = Agent(server, "s1")
+        with server.client() as admin:
+            r = admin.post("/api/v1/tasks", json={"run": "true", "resources": {"cpus": 2},
+                                                  "placement": {"max_price": 100}})
+            assert r.status_code == 201, r.text
+        plane = server.plane
+        leader = Leadership(plane)
+        assert leader.tick(time.time())
+        assert cycle(plane, leader).placed == 1
+        leader.close()
+        [lease] = agent.lease({"cpu": 64})
+        assert agent.report(lease, "running").status_code == 200
+        who = Identity(key_id="test", tenant="provider-co", role="agent", site="s1")
+        checkouts: list[str] = []
+
+        def count(*_: Any) -> None:
+            checkouts.append(threading.current_thread().name)
+
+        me = threading.current_thread().name
+        event.listen(plane.engine.pool, "checkout", count)
+        try:
+            for call in (
+                lambda: site_store.heartbeat(plane, who, Heartbeat(free={"cpu": 62}, running=[
+                    RunningAttempt(attempt=lease["attempt"], token=lease["token"], run_s=30)])),
+                lambda: attempt_store.report(plane, who, lease["attempt"], AttemptReport(
+                    token=lease["token"], state="exited", exit_code=0, run_s=31)),
+            ):
+                plane.sites_changed()  # no cached view of the sites to fall back on
+                checkouts.clear()
+                call()
+                assert checkouts.count(me) == 1, f"{checkouts.count(me)} connections in one write"
+        finally:
+            event.remove(plane.engine.pool, "checkout", count)
+        agent.close()
+        assert ledger_entries(server) == 1

@@ -123,7 +123,8 @@ class BodyLimit:
             return
         headers = dict(scope.get("headers") or [])
         length = headers.get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.limit:
+        if (length is not None and length.isascii() and length.isdigit()
+                and int(length) > self.limit):
             await _too_large(self.limit)(scope, receive, send)
             return
         seen = 0
@@ -217,7 +218,7 @@ def install_errors(app: FastAPI) -> None:
     async def _json(_: Request, error: json.JSONDecodeError) -> JSONResponse:
         return _problem(ApiError(400, "Bad Request", f"body: not valid JSON: {error}"))
 
-    # @app.exception_handler(ClientDisconnect)
+    @app.exception_handler(ClientDisconnect)
     async def _gone(_: Request, error: ClientDisconnect) -> JSONResponse:
         # The client went away mid-body (an agent killed or cut off while it uploads): its
         # fault, not the service's; the partial upload is already discarded, no one reads this.

@@ -7,12 +7,13 @@ scheduling loop all price with one consistent model.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Connection, Engine, select
 
 from computility.domain.network import Network
 from computility.network import load_network
@@ -57,42 +58,45 @@ class ControlPlane:
     def currency(self) -> str:
         return self.base.currency
 
-    def live(self, max_age_s: float = 0.0) -> LiveNetwork:
+    def live(self, max_age_s: float = 0.0, conn: Connection | None = None) -> LiveNetwork:
         """The registered sites as a network (cached until a site or its online state changes).
 
         With `max_age_s`, a view checked against the database at most that long ago is reused
-        without checking again.
+        without checking again. Inside a write transaction, pass its `conn`: a second connection
+        taken from the pool while the transaction holds one (and, on SQLite, the write lock)
+        waits on requests that themselves wait on this transaction, once enough of them hold the
+        pool's connections; everything then stalls until the pool's 30 s timeout.
         """
         fresh = self._fresh  # (view, checked at): one read, never a torn pair
         if max_age_s > 0 and fresh is not None and time.monotonic() - fresh[1] < max_age_s:
             return fresh[0]
         generation = self._sites_generation
         checked = time.monotonic()
-        with self.engine.connect() as conn:
-            key = tuple(conn.execute(
+        with contextlib.ExitStack() as stack:
+            reader = conn if conn is not None else stack.enter_context(self.engine.connect())
+            key = tuple(reader.execute(
                 select(db.sites.c.id, db.sites.c.version, db.sites.c.online).order_by(db.sites.c.id)
             ).all())
-        with self._lock:
-            if self._live is None or key != self._live_key:
-                self._live, self._live_key = self._build(key), key
-            live = self._live
-            # Vouch for the view only once it is in place, and only if no change was signalled
-            # while we read (a registration committed meanwhile is not in this key).
-            if generation == self._sites_generation:
-                self._fresh = (live, checked)
-            return live
+            with self._lock:
+                if self._live is None or key != self._live_key:
+                    self._live, self._live_key = self._build(key, reader), key
+                live = self._live
+                # Vouch for the view only once it is in place, and only if no change was
+                # signalled while we read (a registration committed meanwhile is not in this key).
+                if generation == self._sites_generation:
+                    self._fresh = (live, checked)
+                return live
 
     def sites_changed(self) -> None:
         """A site was registered or came back: the next `live` checks the database."""
         self._sites_generation += 1
         self._fresh = None
 
-    def _build(self, key: Any) -> LiveNetwork:
-        with self.engine.connect() as conn:
-            site_rows = conn.execute(select(db.sites).order_by(db.sites.c.id)).mappings().all()
-            pool_rows = conn.execute(
-                select(db.pools).order_by(db.pools.c.site_id, db.pools.c.position)
-            ).mappings().all()
+    def _build(self, key: Any, conn: Connection) -> LiveNetwork:
+        site_rows = conn.execute(select(db.sites).order_by(db.sites.c.id)).mappings().all()
+        pool_rows = conn.execute(
+            select(db.pools).order_by(db.pools.c.site_id, db.pools.c.position)
+        ).mappings().all()
         sites = [
             SiteRow(
                 id=r["id"], owner=r["owner_tenant_id"], region=r["region"], lat=r["lat"],

@@ -255,7 +255,7 @@ def parse_scontrol_job(text: str) -> JobInfo | None:
     if "JobState" not in fields:
         return None
     code, _, sig = fields.get("ExitCode", "").partition(":")
-    signal = int(sig) if sig.isdigit() and int(sig) else None
+    signal = int(sig) if sig.isascii() and sig.isdigit() and int(sig) else None
     exit_code = int(code) if code.isdigit() and signal is None else None
     return JobInfo(state=fields["JobState"], reason=fields.get("Reason", ""),
                    exit_code=exit_code, signal=signal,
@@ -267,7 +267,9 @@ def job_status(info: JobInfo, started: bool) -> Status:
     """A base `Status` from Slurm's view, for when the wrapper wrote no ``status.json``.
 
     `started`: the wrapper did run (its marker exists). A job that ended without it never ran,
-    which is the infrastructure's fault unless it was cancelled while it waited.
+    which is the infrastructure's fault: also when it was cancelled while it waited, whoever did it
+    (the cluster's operator, or this agent for a user who cancelled: the service then ends the
+    task cancelled). Reported as ended, it would fail the task and bill its wait in the queue.
     """
     state, reason = info.state.upper(), info.reason.replace("_", " ")
     if "launch failed" in reason.lower():
@@ -283,7 +285,9 @@ def job_status(info: JobInfo, started: bool) -> Status:
     common: dict[str, Any] = {"timed_out": state in ("TIMEOUT", "DEADLINE"),
                               "out_of_memory": state == "OUT_OF_MEMORY",
                               "usage": Usage(wall_s=wall)}
-    if state in ("CANCELLED", "DEADLINE") and not started:
+    if state == "CANCELLED" and not started:
+        return Status("failed_to_start", reason="slurm: job CANCELLED before it started")
+    if state == "DEADLINE" and not started:
         return Status("exited", signal=15, reason=f"slurm: {state} before it started", **common)
     if not started and state not in ("TIMEOUT", "OUT_OF_MEMORY"):
         return Status("failed_to_start", reason=f"slurm: job {state} and its script never ran")

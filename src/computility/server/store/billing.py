@@ -35,11 +35,11 @@ from computility.wire.api import Earnings, SiteEarnings, Usage
 
 def price_attempts(
     plane: ControlPlane, attempts: Sequence[Mapping[str, Any]], run_s: Sequence[float],
-    tasks: Sequence[Mapping[str, Any]],
+    tasks: Sequence[Mapping[str, Any]], conn: Connection | None = None,
 ) -> list[Bill | None]:
     """What each attempt (of the task at the same position) costs for `run_s` seconds from its
-    start (None: its pool is gone)."""
-    live = plane.live()
+    start (None: its pool is gone); `conn`: the caller's transaction, if it is in one."""
+    live = plane.live(conn=conn)
     return [_priced(live, a, run, t)[0] for a, run, t in zip(attempts, run_s, tasks, strict=True)]
 
 
@@ -63,7 +63,7 @@ def bill(
     run_s: float, now: float,
 ) -> int:
     """Insert the attempt's ledger entry; returns the amount in micro-units."""
-    live = plane.live()
+    live = plane.live(conn=conn)  # never a second connection inside the report's transaction
     figures, data_gb = _priced(live, attempt, run_s, task)
     row = live.pool_row(attempt["site_id"], attempt["pool_id"])
     owner = live.network.site(attempt["site_id"]).owner if row is not None else ""

@@ -320,7 +320,7 @@ def _to_stop(
               and not tasks[a["task_id"]]["cancel_requested"]]
     if priced:
         figures = price_attempts(plane, priced, [run_s.get(a["id"], 0.0) for a in priced],
-                                 [tasks[a["task_id"]] for a in priced])
+                                 [tasks[a["task_id"]] for a in priced], conn)
         for a, bill in zip(priced, figures, strict=True):
             task = tasks[a["task_id"]]
             if bill is not None and bill.total_micro >= task["max_price_micro"]:
