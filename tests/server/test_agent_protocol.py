@@ -363,6 +363,48 @@ def test_an_upload_cut_off_mid_body_is_a_client_error_not_a_server_error(
     agent.close()
 
 
+def test_the_same_log_uploaded_twice_at_once_is_stored_once_without_an_error(
+    service: LocalControlPlane, user: httpx.Client,
+) -> None:
+    """An agent's retry can race its first try (after a cut, the first PUT is still being
+    handled when the retry arrives): both must answer 204 and the task keeps one stdout, the
+    last written (under tests/chaos a delete-then-insert failed the second on the key, a 500)."""
+    from computility.server.store.files import attach
+
+    agent = Agent(service, "s1")
+    tid = submit(user)
+    wait_state(user, tid, "queued")
+    [lease] = agent.lease({"cpu": 64})
+    errors: list[BaseException] = []
+    for round_ in range(10):
+        start = threading.Barrier(6)
+
+        def upload(i: int, round_: int = round_, start: threading.Barrier = start) -> None:
+            start.wait()
+            try:
+                attach(service.plane, tid, lease["attempt"], "stdout", f"{round_:02d}{i:062d}",
+                       i)
+            except BaseException as error:  # collected and asserted below
+                errors.append(error)
+
+        threads = [threading.Thread(target=upload, args=(i,)) for i in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert not errors, errors
+    with service.plane.engine.connect() as conn:
+        rows = conn.execute(select(db.task_files).where(db.task_files.c.task_id == tid)).all()
+    assert len(rows) == 1 and rows[0].digest.startswith("09"), rows
+    # An earlier attempt's late upload does not replace a later attempt's file.
+    attach(service.plane, tid, lease["attempt"] - 1, "stdout", "f" * 64, 1)
+    with service.plane.engine.connect() as conn:
+        digest = conn.execute(select(db.task_files.c.digest).where(
+            db.task_files.c.task_id == tid)).scalar_one()
+    assert digest.startswith("09")
+    agent.close()
+
+
 # -- one connection per write ----------------------------------------------------------------------
 
 

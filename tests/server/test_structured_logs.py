@@ -7,6 +7,7 @@ what its loggers write through the JSON formatter `computility up` installs.
 
 from __future__ import annotations
 
+import contextvars
 import io
 import json
 import logging
@@ -177,7 +178,7 @@ def test_context_fields_extras_and_tracebacks_are_written() -> None:
     log.addHandler(handler)
     log.setLevel(logging.DEBUG)
     log.propagate = False
-    try:
+    def emit() -> None:
         with log_context(site_id="s1"):
             with log_context(task_id=7):
                 log.warning("inner %s", "line", extra={"attempt": 3})
@@ -187,6 +188,11 @@ def test_context_fields_extras_and_tracebacks_are_written() -> None:
             except ValueError:
                 log.exception("failed")
         log.info("outside")
+
+    try:
+        # A fresh context: an app served in-process by an earlier test (an ASGI transport runs
+        # it in the caller's task) leaves its last request's fields in this thread's context.
+        contextvars.Context().run(emit)
     finally:
         log.removeHandler(handler)
         log.propagate = True

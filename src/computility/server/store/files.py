@@ -10,7 +10,8 @@ import time
 from collections.abc import AsyncIterable
 from pathlib import Path
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import Connection, insert, select
+from sqlalchemy.dialects import postgresql, sqlite
 
 from computility.server.auth import Identity
 from computility.server.blobs import BlobStore
@@ -44,13 +45,26 @@ def owns_upload(plane: ControlPlane, tenant: str, digest: str) -> bool:
 def attach(
     plane: ControlPlane, task_id: int, attempt_id: int, kind: str, digest: str, size: int
 ) -> None:
-    """Make `digest` the task's `kind` file (the latest attempt's wins)."""
+    """Make `digest` the task's `kind` file (the latest attempt's wins).
+
+    One upsert, not a delete and an insert: two uploads of the same file at once (an agent's
+    retry racing its first try after a cut) would otherwise both delete nothing and both insert,
+    and the second fail on the key. An earlier attempt's late upload never replaces a later
+    attempt's file."""
     with plane.write() as conn:
-        conn.execute(delete(db.task_files).where(db.task_files.c.task_id == task_id,
-                                                 db.task_files.c.kind == kind))
-        conn.execute(insert(db.task_files).values(
-            task_id=task_id, kind=kind, digest=digest, size=size, attempt_id=attempt_id,
-            created_at=time.time()))
+        _upsert_file(conn, {"task_id": task_id, "kind": kind, "digest": digest, "size": size,
+                            "attempt_id": attempt_id, "created_at": time.time()})
+
+
+def _upsert_file(conn: Connection, values: dict[str, object]) -> None:
+    table = db.task_files
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    stmt = dialect.insert(table).values(**values)
+    conn.execute(stmt.on_conflict_do_update(
+        index_elements=[table.c.task_id, table.c.kind],
+        set_={name: stmt.excluded[name] for name in ("digest", "size", "attempt_id",
+                                                      "created_at")},
+        where=table.c.attempt_id <= stmt.excluded.attempt_id))
 
 
 def log_of(plane: ControlPlane, task_id: int, kind: str) -> tuple[Path | None, int | None]:
