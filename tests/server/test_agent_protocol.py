@@ -405,6 +405,49 @@ def test_the_same_log_uploaded_twice_at_once_is_stored_once_without_an_error(
     agent.close()
 
 
+def test_a_report_racing_a_lease_expiry_spoils_only_its_own_expiry(
+    fast: LocalControlPlane, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two leases expire in one housekeeping round while a report changes the first one's task
+    in between (PostgreSQL lets it commit between the read and the write): the second still
+    expires, the round raises nothing (it used to fail the whole scheduling cycle with a
+    traceback, seen under tests/chaos), and the next round expires the first."""
+    from sqlalchemy import update
+
+    from computility.server.store import attempts
+
+    with fast.client() as c:
+        agent = Agent(fast, "s1")
+        tids = [submit(c), submit(c)]
+        for tid in tids:
+            wait_state(c, tid, "queued")
+        leases = agent.lease({"cpu": 64})
+        assert sorted(x["task"] for x in leases) == sorted(tids)
+        loop = fast.app.state.loop
+        assert loop is not None
+        loop.stop()  # this test runs the housekeeping itself
+        original = attempts._set_task
+        raced: list[int] = []
+
+        def racing_set_task(conn: Any, task: Any, new: str, now: float, **values: Any) -> None:
+            if not raced:  # a report commits a change to this task first
+                raced.append(int(task["id"]))
+                conn.execute(update(db.tasks).where(db.tasks.c.id == task["id"])
+                             .values(version=db.tasks.c.version + 1))
+            original(conn, task, new, now, **values)
+
+        monkeypatch.setattr(attempts, "_set_task", racing_set_task)
+        later = time.time() + 10 * TTL_S
+        assert attempts.expire(fast.plane, later) == 1
+        [first] = raced
+        other = next(t for t in tids if t != first)
+        assert task(c, other)["state"] in ("pending", "queued")
+        assert task(c, first)["state"] == "leased"  # untouched: the savepoint rolled back
+        assert attempts.expire(fast.plane, later) == 1
+        assert task(c, first)["state"] in ("pending", "queued")
+        agent.close()
+
+
 # -- one connection per write ----------------------------------------------------------------------
 
 

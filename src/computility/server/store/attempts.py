@@ -294,19 +294,34 @@ def expire(plane: ControlPlane, now: float) -> int:
                 db.attempts.c.state.in_((states.LEASED, states.RUNNING)),
                 db.attempts.c.lease_expires_at < now)
         ).mappings().all()
+        ended = []
         for a in expired:
-            task = conn.execute(select(db.tasks).where(db.tasks.c.id == a["task_id"])
-                                ).mappings().one()
-            if task["state"] not in states.ACTIVE:
-                _set_attempt(conn, a, states.LOST, ended_at=now, reason="lease expired")
+            try:
+                # One savepoint per attempt: a report that changed the attempt or its task since
+                # they were read (PostgreSQL lets it commit in between) undoes only this one,
+                # which the next housekeeping looks at afresh, not every expiry of the round.
+                with conn.begin_nested():
+                    _expire_one(conn, a, now)
+            except ApiError as error:
+                if error.status != 409:
+                    raise
                 continue
-            _infra_failure(conn, a, task, now, f"lease expired on site {a['site_id']}")
+            ended.append(a)
+    expired = ended
     plane.metrics.lease_expiries.inc(len(expired))
     for a in expired:
         with log_context(task_id=a["task_id"], site_id=a["site_id"]):
             log.warning("lease of attempt %s expired unrenewed; its task is re-placed free of "
                         "charge", a["id"])
     return len(expired)
+
+
+def _expire_one(conn: Connection, a: Any, now: float) -> None:
+    task = conn.execute(select(db.tasks).where(db.tasks.c.id == a["task_id"])).mappings().one()
+    if task["state"] not in states.ACTIVE:
+        _set_attempt(conn, a, states.LOST, ended_at=now, reason="lease expired")
+        return
+    _infra_failure(conn, a, task, now, f"lease expired on site {a['site_id']}")
 
 
 def grace_after_restart(plane: ControlPlane, now: float) -> None:
