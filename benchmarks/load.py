@@ -17,7 +17,8 @@ log reads (``GET /api/v1/tasks/{id}/logs``). A request is sent at its due time w
 earlier ones have answered, so a slow server cannot slow the offered load (no coordinated
 omission); its latency is measured from its due time (what a user waits) and from the moment it
 was sent. Each client is its own user with its own API key (50 tenants × 10 users at full size)
-and its own keep-alive connection pool.
+and its own keep-alive connection pool (aiohttp on uvloop: the generator shares the machine with
+the server it measures, so it should spend as little of it as it can).
 
 Reported: requests, errors (any non-2xx or transport error), achieved rate, p50/p99/max latency
 overall and per kind, the generator's own CPU (share of one core over the measured window, so a
@@ -34,6 +35,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import multiprocessing as mp
 import random
 import tempfile
@@ -42,7 +44,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
+import aiohttp
 import numpy as np
 import psutil
 
@@ -55,6 +57,11 @@ TARGET_P99_MS = 200.0
 TARGET_MEMORY_RATIO = 1.1
 USERS_PER_TENANT = 10
 SEED = 0
+TIMEOUT_S = 30.0
+CONNECTIONS_PER_CLIENT = 8
+"""Each client is one user with its own keep-alive connections (at most this many at once)."""
+CLIENT_KEEP_ALIVE_S = 30.0
+"""Below the server's `KEEP_ALIVE_S`, as for any well-behaved client."""
 MEMORY_EVERY_S = 5.0
 SPEC: dict[str, Any] = {"run": "true", "resources": {"cpus": 1, "estimate": "2m"},
                         "envs": {"FAKE_RUN_S": "60"}}
@@ -70,7 +77,7 @@ def _serve(pipe: Any, data_dir: str, db_url: str | None, tenants: int) -> None:
     """Child: the control plane, its users' keys made, until told to stop."""
     from computility.testing.controlplane import local_control_plane, new_tenant
 
-    with local_control_plane(Path(data_dir), db_url) as server:
+    with local_control_plane(Path(data_dir), db_url, freeze_heap=True) as server:
         with server.client() as admin:
             provider = new_tenant(admin, "load-provider", "provider")
             keys = []
@@ -159,7 +166,7 @@ class Generator:
             out.append((t, self.rng.randrange(len(self.keys)),
                         self.rng.choices(kinds, weights)[0]))
 
-    async def _one(self, c: httpx.AsyncClient, client: int, kind: str, due: float,
+    async def _one(self, c: aiohttp.ClientSession, client: int, kind: str, due: float,
                    keep: bool) -> None:
         mine = self.tasks[client]
         if kind != "submit" and not mine:
@@ -167,18 +174,20 @@ class Generator:
         sent = time.perf_counter()
         try:
             if kind == "submit":
-                r = await c.post("/api/v1/tasks", json=SPEC)
-                if r.status_code == 201:
-                    mine.append(int(r.json()["id"]))
+                request = c.post(f"{self.url}/api/v1/tasks", json=SPEC)
             elif kind == "status":
-                r = await c.get(f"/api/v1/tasks/{self.rng.choice(mine)}")
+                request = c.get(f"{self.url}/api/v1/tasks/{self.rng.choice(mine)}")
             else:
-                r = await c.get(f"/api/v1/tasks/{self.rng.choice(mine)}/logs")
-            status = r.status_code
+                request = c.get(f"{self.url}/api/v1/tasks/{self.rng.choice(mine)}/logs")
+            async with request as r:
+                body = await r.read()
+                status = r.status
+            if status == 201 and kind == "submit":
+                mine.append(int(json.loads(body)["id"]))
             if status >= 300:
-                self.errors[f"{kind} {status}: {r.text[:200]}"] = \
-                    self.errors.get(f"{kind} {status}: {r.text[:200]}", 0) + 1
-        except httpx.HTTPError as error:
+                name = f"{kind} {status}: {body[:200].decode(errors='replace')}"
+                self.errors[name] = self.errors.get(name, 0) + 1
+        except (TimeoutError, aiohttp.ClientError) as error:
             status = 0
             name = f"{kind} {type(error).__name__}: {error}"[:200]
             self.errors[name] = self.errors.get(name, 0) + 1
@@ -188,10 +197,12 @@ class Generator:
     async def run(self, warmup_s: float, seconds: float,
                   on_measure: Any = None) -> tuple[float, float]:
         """Warm up, then measure; returns the measured window (start, end) in perf_counter."""
-        limits = httpx.Limits(max_connections=8, max_keepalive_connections=2)
-        clients = [httpx.AsyncClient(base_url=self.url, timeout=30, limits=limits,
-                                     headers={"Authorization": f"Bearer {k}"})
-                   for k in self.keys]
+        clients = [aiohttp.ClientSession(
+            headers={"Authorization": f"Bearer {k}"},
+            timeout=aiohttp.ClientTimeout(total=TIMEOUT_S),
+            connector=aiohttp.TCPConnector(limit=CONNECTIONS_PER_CLIENT,
+                                         keepalive_timeout=CLIENT_KEEP_ALIVE_S))
+            for k in self.keys]
         try:
             t0 = time.perf_counter() + 0.5
             plan = self._schedule(t0, warmup_s + seconds)
@@ -213,7 +224,17 @@ class Generator:
                 await asyncio.gather(*list(self.pending))
             return measure_from, t0 + warmup_s + seconds
         finally:
-            await asyncio.gather(*(c.aclose() for c in clients))
+            await asyncio.gather(*(c.close() for c in clients))
+
+
+def _loop_factory() -> Any:
+    """uvloop's event loop when installed (as the server's is): a generator that spends less of
+    the machine leaves more of it to the server it measures."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
 
 
 def _ms(values: np.ndarray) -> dict[str, float]:
@@ -250,7 +271,8 @@ def one_database(kind: str, pg: str, clients: int, rate: float, warmup_s: float,
             finally:
                 sampler.cancel()
 
-        start, end = asyncio.run(main())
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            start, end = runner.run(main())
         generator_cpu = (sum(me.cpu_times()[:2]) - cpu["from"]) / (end - start)
         memory.append((time.perf_counter(), server.memory_info().rss / 2**20))
         agent.send("stop")

@@ -75,7 +75,7 @@ def up_command(
 
     from computility.server.app import begin_shutdown, create_app, local_provider_key
     from computility.server.observability.logging import configure
-    from computility.server.settings import from_environment
+    from computility.server.settings import KEEP_ALIVE_S, from_environment
     from computility.server.tls import check_server_files, pinned_context
 
     if not 0 < port < 65536:
@@ -85,7 +85,7 @@ def up_command(
     tls = check_server_files(Path(tls_cert) if tls_cert is not None else None,
                              Path(tls_key) if tls_key is not None else None)
     configure(resolve_log_format(log_format))
-    settings = from_environment(db_url=db, network=network)
+    settings = from_environment(db_url=db, network=network, freeze_heap=True)
     app = create_app(settings)
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     url = f"{'https' if tls else 'http'}://{shown}:{port}"
@@ -137,6 +137,7 @@ def up_command(
     server = Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
                                    log_config=None, access_log=False,
                                    timeout_graceful_shutdown=5,
+                                   timeout_keep_alive=KEEP_ALIVE_S,
                                    ssl_certfile=tls[0] if tls else None,
                                    ssl_keyfile=tls[1] if tls else None))
     if not no_local_site:

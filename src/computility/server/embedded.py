@@ -14,7 +14,7 @@ from typing import Any
 import uvicorn
 
 from computility.server.app import begin_shutdown, create_app
-from computility.server.settings import Settings
+from computility.server.settings import KEEP_ALIVE_S, Settings
 
 
 def free_port() -> int:
@@ -34,7 +34,8 @@ class EmbeddedServer:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning",
-                                lifespan="on", timeout_graceful_shutdown=2)
+                                lifespan="on", timeout_graceful_shutdown=2,
+                                timeout_keep_alive=KEEP_ALIVE_S)
         self.server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self.server.run, name="control-plane",
                                         daemon=True)

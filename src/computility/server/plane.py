@@ -10,24 +10,32 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, ParamSpec, TypeVar
 
 from sqlalchemy import Connection, Engine, select
+from starlette.concurrency import run_in_threadpool
 
 from computility.domain.network import Network
 from computility.network import load_network
 from computility.server.db import schema as db
-from computility.server.db.engine import writer
+from computility.server.db.engine import is_sqlite, writer
 from computility.server.live import LiveNetwork, PoolRow, SiteRow
 from computility.server.observability.metrics import ServerMetrics
 from computility.server.settings import Settings, default_replica
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 class ControlPlane:
     def __init__(self, engine: Engine, settings: Settings) -> None:
         self.engine = engine
         self._writer = writer(engine)
+        self._write_gate = threading.RLock() if is_sqlite(engine) else None
+        """SQLite has one writer at a time: this process's writers queue here, in order and
+        without a connection, instead of in SQLite's busy handler (which polls with sleeps of up
+        to 100 ms, and meanwhile holds a pooled connection that readers need)."""
         self.settings = settings
         self.base: Network = load_network(settings.network)
         self.replica = settings.replica or default_replica()
@@ -50,9 +58,23 @@ class ControlPlane:
         holds. Protocol timers use the wall clock instead."""
         return self.settings.clock()
 
-    def write(self) -> Any:
+    async def read(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """`fn(*args, **kwargs)`, a short read for a request. On SQLite a read is this process's
+        own work, done in less time than a hop to a worker thread and back, so it runs on the
+        event loop; on PostgreSQL it waits on the network, so in a worker thread."""
+        if self._write_gate is not None:
+            return fn(*args, **kwargs)
+        return await run_in_threadpool(fn, *args, **kwargs)
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[Connection]:
         """A write transaction (``with plane.write() as conn:``)."""
-        return self._writer.begin()
+        if self._write_gate is None:
+            with self._writer.begin() as conn:
+                yield conn
+            return
+        with self._write_gate, self._writer.begin() as conn:
+            yield conn
 
     @property
     def currency(self) -> str:

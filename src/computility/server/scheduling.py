@@ -426,6 +426,14 @@ BURST_CYCLES = 10
 most about 1 / `min_cycle_gap_s` cycles a second on average, but a lone wake-up is answered at
 once."""
 
+MAX_CYCLE_SHARE = 1 / 3
+"""However often it is woken, the loop spends at most about this share of its time in cycles: a
+cycle that took d seconds is followed by the next no sooner than d / share after it began. A
+cycle's cost is mostly fixed (reading the queue and the sites, one write transaction), so under a
+stream of submissions fewer, larger cycles place the same tasks for a fraction of the time, and
+leave the processor and (on SQLite) the write lock to the requests; a lone wake-up after a quiet
+spell is still answered at once."""
+
 
 class SchedulingLoop:
     """A background thread running `cycle` while this replica leads."""
@@ -467,12 +475,14 @@ class SchedulingLoop:
                     maybe_sample(plane, time.time())
             except Exception:
                 log.exception("scheduling cycle failed")
+            spent = time.monotonic() - started
             plane.wake_scheduler.wait(plane.settings.cycle_s)
             # Woken early (a submission, a finished attempt): answer at once while wake-ups are
             # few, so a lone task starts in milliseconds; in a stream of them (BURST_CYCLES
             # cycles within a second) let more arrive, so the stream is placed in a few cycles
-            # rather than one cycle each.
+            # rather than one cycle each; and never let cycles take more than their share.
             busy = len(recent) == BURST_CYCLES and time.monotonic() - recent[0] < 1.0
-            rest = gap - (time.monotonic() - started)
-            if busy and rest > 0:
+            pace = max(spent / MAX_CYCLE_SHARE, gap if busy else 0.0)
+            rest = pace - (time.monotonic() - started)
+            if rest > 0:
                 self._stop.wait(rest)

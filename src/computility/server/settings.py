@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 HEARTBEAT_S = 5.0
 """Agents heartbeat every 5 s (plus or minus 20 %)."""
@@ -31,6 +32,12 @@ def default_replica() -> str:
 def data_home() -> Path:
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "computility"
+
+
+KEEP_ALIVE_S = 75
+"""How long the server keeps an idle client connection: longer than the usual clients keep
+theirs (httpx 5 s, aiohttp 15 s), so an idle connection is closed by its client, never by the
+server just as a client sends a request on it (which the client sees as a reset connection)."""
 
 
 @dataclass(frozen=True)
@@ -61,6 +68,16 @@ class Settings:
     auth_failure_window_s: float = 60.0
     auth_tracked_clients: int = 10_000
     """Addresses the limiter tracks at once; the longest-quiet is forgotten first."""
+    request_threads: int | None = None
+    """Threads that run the API's blocking handlers; None: 4 on SQLite, 8 on PostgreSQL. Their
+    work is Python under one interpreter lock, so more threads add lock hand-offs, not
+    throughput: under `benchmarks/load.py` 40 threads answered in seconds what these answer in
+    tens of milliseconds. PostgreSQL's work waits on round trips, so it keeps a few more busy.
+    Long polls and uploads wait without a thread."""
+    freeze_heap: bool = False
+    """Freeze the objects built at start out of the garbage collector's reach (`gc.freeze`):
+    for a process that serves only this plane (`computility up`), not for one that builds and
+    drops many (a test run)."""
     run_loop: bool = True
     replica: str = ""
     """This replica's name in the leadership table (host:pid when empty)."""
@@ -70,6 +87,12 @@ class Settings:
     ends (scheduling cycles, quotes, explanations, submissions). Tests inject a clock to place a
     task hours ahead without waiting for them. Protocol timers (leases, heartbeats, site
     liveness) measure real elapsed time and keep the wall clock whatever this is."""
+
+    def threads_for(self, engine: Any) -> int:
+        """How many threads run blocking handlers with `engine`."""
+        if self.request_threads is not None:
+            return self.request_threads
+        return 4 if engine.dialect.name == "sqlite" else 8
 
 
 TUNABLE = {
@@ -82,6 +105,7 @@ TUNABLE = {
     "COMPUTILITY_REPLICA": "replica",
     "COMPUTILITY_AUTH_FAILURE_LIMIT": "auth_failure_limit",
     "COMPUTILITY_AUTH_FAILURE_WINDOW_S": "auth_failure_window_s",
+    "COMPUTILITY_REQUEST_THREADS": "request_threads",
 }
 """Environment variables that override timing settings of `computility up` (operators tune
 these for tests and drills; the defaults are the protocol's)."""
@@ -97,7 +121,7 @@ def from_environment(**fields: object) -> Settings:
         if name == "replica":
             values[name] = raw
             continue
-        if name == "auth_failure_limit":
+        if name in ("auth_failure_limit", "request_threads"):
             if not (raw.strip().isascii() and raw.strip().isdigit()) or int(raw) < 1:
                 from computility.domain.errors import UsageError
 

@@ -101,8 +101,9 @@ def list_tasks(
 
 
 @router.get("/tasks/{task_id}", response_model=TaskOut)
-def get_task(task_id: TaskId, who: Caller, plane: Plane) -> TaskOut:
-    return store.task_out(store.get(plane, who, task_id), plane.currency, with_spec=True)
+async def get_task(task_id: TaskId, who: Caller, plane: Plane) -> TaskOut:
+    row = await plane.read(store.get, plane, who, task_id)
+    return store.task_out(row, plane.currency, with_spec=True)
 
 
 @router.post("/tasks/{task_id}/cancel", response_model=TaskOut)
@@ -116,7 +117,7 @@ def cancel_task(task_id: TaskId, who: Caller, plane: Plane) -> TaskOut:
 
 @router.get("/tasks/{task_id}/attempts", response_model=list[AttemptOut])
 def task_attempts(task_id: TaskId, who: Caller, plane: Plane) -> list[AttemptOut]:
-    store.get(plane, who, task_id)
+    store.check_visible(plane, who, task_id)
     return [
         AttemptOut(id=a["id"], task=a["task_id"], number=a["number"], site=a["site_id"],
                    pool=a["pool_id"], state=a["state"], leased_at=a["leased_at"],
@@ -142,7 +143,7 @@ async def quote_task(request: Request, who: Caller, plane: Plane) -> Quote:
 
 
 @router.get("/tasks/{task_id}/logs", response_class=PlainTextResponse)
-def task_logs(
+async def task_logs(
     task_id: TaskId, who: Caller, plane: Plane, stream: str = "stdout",
     x_log_attempt: Annotated[int | None, Header(ge=1, le=MAX_ID)] = None,
 ) -> Response:
@@ -151,20 +152,26 @@ def task_logs(
     newer attempt's log has replaced it, that whole log (200) instead of a range of it."""
     if stream not in ("stdout", "stderr"):
         raise invalid("stream", "stdout or stderr", 400)
-    store.get(plane, who, task_id)
-    path, attempt = log_of(plane, task_id, stream)
+    path, attempt = await plane.read(_visible_log, plane, who, task_id, stream)
     if path is None:
         return PlainTextResponse("")
     media = "text/plain; charset=utf-8"
     headers = {"X-Log-Attempt": str(attempt)}
     if x_log_attempt is not None and x_log_attempt != attempt:
-        return Response(path.read_bytes(), media_type=media, headers=headers)
+        return Response(await run_in_threadpool(path.read_bytes), media_type=media,
+                        headers=headers)
     return FileResponse(path, media_type=media, headers=headers)
+
+
+def _visible_log(plane: Plane, who: Caller, task_id: int, stream: str,
+                 ) -> tuple[Any, int | None]:
+    store.check_visible(plane, who, task_id)
+    return log_of(plane, task_id, stream)
 
 
 @router.get("/tasks/{task_id}/outputs")
 def task_outputs(task_id: TaskId, who: Caller, plane: Plane) -> Response:
-    store.get(plane, who, task_id)
+    store.check_visible(plane, who, task_id)
     path = file_of(plane, task_id, "outputs")
     if path is None:
         raise not_found("outputs of task", task_id)

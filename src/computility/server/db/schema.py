@@ -222,6 +222,7 @@ ledger = Table(
 )
 Index("ix_ledger_tenant_time", ledger.c.tenant_id, ledger.c.created_at)
 Index("ix_ledger_site_time", ledger.c.site_id, ledger.c.created_at)
+Index("ix_ledger_task", ledger.c.task_id)
 
 uploads = Table(
     "uploads",
