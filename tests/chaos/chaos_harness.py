@@ -14,10 +14,8 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import threading
 import time
-import tomllib
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -26,90 +24,20 @@ from typing import Any
 
 import httpx
 
-COMPUTILITY = str(Path(sys.executable).with_name("computility"))
+from computility.testing.service import (  # noqa: F401 - the suite's one import of them
+    COMPUTILITY,
+    ServiceProcess,
+    operator_key,
+    service_env,
+)
+
 NETNS_PREFIX = "cuchaos-"
 """Network namespaces this suite makes are named ``cuchaos-<pid of the test process>``."""
 
 
 # ------------------------------------------------------------------------------ the control plane
 
-
-class Service:
-    """`computility up` as a child process, restartable on the same port and database."""
-
-    def __init__(self, db_url: str, port: int, env: dict[str, str], log: Path,
-                 host: str = "127.0.0.1") -> None:
-        self.db_url, self.port, self.env, self.log, self.host = db_url, port, env, log, host
-        self.url = f"http://127.0.0.1:{port}"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self, timeout: float = 60.0) -> float:
-        """Start it and wait until /healthz answers; returns when it did (time.time())."""
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [COMPUTILITY, "up", "--db", self.db_url, "--host", self.host,
-                 "--port", str(self.port), "--no-local-site"],
-                env=self.env, stdout=out, stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"computility up exited {self.proc.returncode}:\n"
-                                     f"{self.tail()}")
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1.0).status_code == 200:
-                    return time.time()
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError(f"computility up did not answer within {timeout} s:\n"
-                                     f"{self.tail()}")
-            time.sleep(0.05)
-
-    def kill(self) -> None:
-        """SIGKILL: no shutdown code runs, open transactions and connections just vanish."""
-        if self.proc is not None and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.proc.pid, signal.SIGCONT)
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.kill()
-
-    def tail(self, n: int = 4000) -> str:
-        try:
-            return self.log.read_text(errors="replace")[-n:]
-        except OSError:
-            return ""
-
-
-def service_env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    """The environment of a child process: this one's, less any COMPUTILITY_ setting, with its own
-    data and config directories."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("COMPUTILITY_") or k == "COMPUTILITY_TEST_PG"}
-    env.update({
-        "XDG_DATA_HOME": str(tmp_path / "xdg-data"),
-        "XDG_CONFIG_HOME": str(tmp_path / "xdg-config"),
-        "PYTHONUNBUFFERED": "1",
-    })
-    env.update(extra)
-    return env
-
-
-def operator_key(env: dict[str, str]) -> str:
-    """The operator key the first `computility up` wrote into the profile."""
-    path = Path(env["XDG_CONFIG_HOME"]) / "computility" / "config.toml"
-    with path.open("rb") as f:
-        key: str = tomllib.load(f)["default"]["api_key"]
-    return key
+Service = ServiceProcess
 
 
 # ---------------------------------------------------------------------------------------- agents

@@ -17,15 +17,10 @@ SIGKILL and restarted on the same port and database. Afterwards:
 
 from __future__ import annotations
 
-import contextlib
 import os
 import random
-import signal
-import subprocess
-import sys
 import threading
 import time
-import tomllib
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Iterator
@@ -41,8 +36,9 @@ from computility.server import states
 from computility.server.db import schema as db
 from computility.server.db.engine import make_engine
 from computility.testing.controlplane import FakeAgent, FakeRun, free_port, new_tenant, wait_until
+from computility.testing.service import ServiceProcess as Service
+from computility.testing.service import operator_key, service_env
 
-COMPUTILITY = str(Path(sys.executable).with_name("computility"))
 LEASE_TTL_S = 2.0
 HEARTBEAT_S = 0.25
 DOWN_S = 1.5
@@ -52,89 +48,6 @@ TIME_SCALE = 0.01
 
 
 # ---------------------------------------------------------------------------------------- helpers
-
-
-class Service:
-    """`computility up` as a child process (the way operators run it)."""
-
-    def __init__(self, db_url: str, port: int, env: dict[str, str], log: Path) -> None:
-        self.db_url, self.port, self.env, self.log = db_url, port, env, log
-        self.url = f"http://127.0.0.1:{port}"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self, timeout: float = 30.0) -> float:
-        """Start it and wait until /healthz answers; returns when it did (time.time())."""
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [COMPUTILITY, "up", "--db", self.db_url, "--port", str(self.port),
-                 "--no-local-site"],
-                env=self.env, stdout=out, stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"computility up exited {self.proc.returncode}:\n"
-                                     f"{self.tail()}")
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1.0).status_code == 200:
-                    return time.time()
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError(f"computility up did not answer within {timeout} s:\n"
-                                     f"{self.tail()}")
-            time.sleep(0.05)
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def signal(self, sig: signal.Signals) -> None:
-        assert self.proc is not None
-        os.kill(self.proc.pid, sig)
-
-    def kill(self) -> None:
-        """SIGKILL: no shutdown code runs, open transactions and connections just vanish."""
-        if self.proc is not None and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.proc.pid, signal.SIGCONT)  # in case a test left it stopped
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.kill()
-
-    def tail(self, n: int = 4000) -> str:
-        try:
-            return self.log.read_text(errors="replace")[-n:]
-        except OSError:
-            return ""
-
-
-def service_env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("COMPUTILITY_") or k == "COMPUTILITY_TEST_PG"}
-    env.update({
-        "XDG_DATA_HOME": str(tmp_path / "xdg-data"),
-        "XDG_CONFIG_HOME": str(tmp_path / "xdg-config"),
-        "PYTHONUNBUFFERED": "1",
-    })
-    env.update(extra)
-    return env
-
-
-def operator_key(env: dict[str, str]) -> str:
-    path = Path(env["XDG_CONFIG_HOME"]) / "computility" / "config.toml"
-    with path.open("rb") as f:
-        key: str = tomllib.load(f)["default"]["api_key"]
-    return key
 
 
 class PatientAgent(FakeAgent):

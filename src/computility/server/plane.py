@@ -31,6 +31,10 @@ T = TypeVar("T")
 class ControlPlane:
     def __init__(self, engine: Engine, settings: Settings) -> None:
         self.engine = engine
+        self.reads = engine if is_sqlite(engine) else \
+            engine.execution_options(isolation_level="AUTOCOMMIT")
+        """For reads of one statement (a task's status, a key): on PostgreSQL without a
+        transaction around it, one round trip instead of three (BEGIN, the read, ROLLBACK)."""
         self._writer = writer(engine)
         self._write_gate = threading.RLock() if is_sqlite(engine) else None
         """SQLite has one writer at a time: this process's writers queue here, in order and

@@ -435,6 +435,12 @@ leave the processor and (on SQLite) the write lock to the requests; a lone wake-
 spell is still answered at once."""
 
 
+def cycle_period(spent: float, busy: bool, gap: float) -> float:
+    """The least time from one cycle's start to the next's: its share of the loop's time
+    (`MAX_CYCLE_SHARE`) and, in a burst of wake-ups, `gap`."""
+    return max(spent / MAX_CYCLE_SHARE, gap if busy else 0.0)
+
+
 class SchedulingLoop:
     """A background thread running `cycle` while this replica leads."""
 
@@ -482,7 +488,6 @@ class SchedulingLoop:
             # cycles within a second) let more arrive, so the stream is placed in a few cycles
             # rather than one cycle each; and never let cycles take more than their share.
             busy = len(recent) == BURST_CYCLES and time.monotonic() - recent[0] < 1.0
-            pace = max(spent / MAX_CYCLE_SHARE, gap if busy else 0.0)
-            rest = pace - (time.monotonic() - started)
+            rest = cycle_period(spent, busy, gap) - (time.monotonic() - started)
             if rest > 0:
                 self._stop.wait(rest)

@@ -69,11 +69,11 @@ class Settings:
     auth_tracked_clients: int = 10_000
     """Addresses the limiter tracks at once; the longest-quiet is forgotten first."""
     request_threads: int | None = None
-    """Threads that run the API's blocking handlers; None: 4 on SQLite, 8 on PostgreSQL. Their
-    work is Python under one interpreter lock, so more threads add lock hand-offs, not
-    throughput: under `benchmarks/load.py` 40 threads answered in seconds what these answer in
-    tens of milliseconds. PostgreSQL's work waits on round trips, so it keeps a few more busy.
-    Long polls and uploads wait without a thread."""
+    """Threads that run the API's blocking handlers; None: 4, on either database. Their work is
+    Python under one interpreter lock, so more threads add lock hand-offs, not throughput: under
+    `benchmarks/load.py` 40 threads answered in seconds what 4 answer in tens of milliseconds,
+    and on PostgreSQL 8 threads (to keep more round trips in flight) did worse than 4. Long
+    polls and uploads wait without a thread."""
     freeze_heap: bool = False
     """Freeze the objects built at start out of the garbage collector's reach (`gc.freeze`):
     for a process that serves only this plane (`computility up`), not for one that builds and
@@ -89,10 +89,11 @@ class Settings:
     liveness) measure real elapsed time and keep the wall clock whatever this is."""
 
     def threads_for(self, engine: Any) -> int:
-        """How many threads run blocking handlers with `engine`."""
+        """How many threads run blocking handlers with `engine` (the same number on either
+        database today; the engine is asked so a dialect can differ without a new call site)."""
         if self.request_threads is not None:
             return self.request_threads
-        return 4 if engine.dialect.name == "sqlite" else 8
+        return 4
 
 
 TUNABLE = {

@@ -130,7 +130,7 @@ def _known(request: Request, who: Identity) -> Identity:
 
 
 def _key_row(plane: ControlPlane, key_id: str) -> Any:
-    with plane.engine.connect() as conn:
+    with plane.reads.connect() as conn:
         return conn.execute(select(db.api_keys).where(db.api_keys.c.id == key_id)
                             ).mappings().first()
 

@@ -70,7 +70,7 @@ def _upsert_file(conn: Connection, values: dict[str, object]) -> None:
 def log_of(plane: ControlPlane, task_id: int, kind: str) -> tuple[Path | None, int | None]:
     """The task's `kind` file and the attempt it is from (a new attempt's log replaces the
     last one's, so a reader following it must know when to start again)."""
-    with plane.engine.connect() as conn:
+    with plane.reads.connect() as conn:
         row = conn.execute(select(db.task_files.c.digest, db.task_files.c.attempt_id).where(
             db.task_files.c.task_id == task_id, db.task_files.c.kind == kind)).first()
     if row is None:

@@ -363,7 +363,7 @@ def _read_one(plane: ControlPlane, who: Identity, task_id: int, figures: bool) -
     params: dict[str, Any] = {"task_id": task_id}
     if not who.operator:
         params["tenant"] = who.tenant
-    with plane.engine.connect() as conn:
+    with plane.reads.connect() as conn:
         row = conn.execute(_GET[figures, not who.operator], params).mappings().first()
     if row is None:
         raise not_found("task", task_id)
