@@ -45,12 +45,7 @@ def _pg_admin() -> object:
                            autocommit=True, connect_timeout=3)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str | None]:
-    """None (SQLite under the test's data directory) or a fresh PostgreSQL database's URL."""
-    if request.param == "sqlite":
-        yield None
-        return
+def _fresh_pg_database() -> Iterator[str]:
     try:
         admin = _pg_admin()
     except Exception as error:
@@ -62,6 +57,22 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str | Non
     finally:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[attr-defined]
         admin.close()  # type: ignore[attr-defined]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str | None]:
+    """None (SQLite under the test's data directory) or a fresh PostgreSQL database's URL."""
+    if request.param == "sqlite":
+        yield None
+        return
+    yield from _fresh_pg_database()
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh PostgreSQL database's URL, for what exists only there (replicas, leadership, row
+    locks and deadlocks: SQLite serialises every writer)."""
+    yield from _fresh_pg_database()
 
 
 def _describe(report: pytest.TestReport | pytest.CollectReport) -> str:

@@ -17,7 +17,6 @@ SIGKILL and restarted on the same port and database. Afterwards:
 
 from __future__ import annotations
 
-import os
 import random
 import threading
 import time
@@ -337,27 +336,6 @@ def test_sigkill_mid_work_loses_nothing_and_bills_every_attempt_once(
 
 
 # ------------------------------------------------------- an exit report racing its site's heartbeat
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A fresh PostgreSQL database (row locks and deadlocks are PostgreSQL's; SQLite serialises
-    every writer)."""
-    import psycopg
-
-    server = os.environ.get("COMPUTILITY_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432")
-    try:
-        admin = psycopg.connect(server.replace("postgresql+psycopg", "postgresql") + "/postgres",
-                                autocommit=True, connect_timeout=3)
-    except Exception as error:
-        pytest.skip(f"PostgreSQL not reachable at {server}: {error}")
-    name = f"cu_test_{uuid.uuid4().hex[:12]}"
-    admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"{server}/{name}"
-    finally:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
 
 
 def test_an_exit_report_racing_a_heartbeat_of_its_site_does_not_deadlock(

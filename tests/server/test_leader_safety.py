@@ -18,15 +18,9 @@ skipped with the reason (a failure under CI).
 
 from __future__ import annotations
 
-import contextlib
-import os
 import signal
-import subprocess
-import sys
 import threading
 import time
-import tomllib
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -50,56 +44,23 @@ from computility.testing.controlplane import (
     new_tenant,
     wait_until,
 )
+from computility.testing.service import ServiceProcess, operator_key, service_env
 
-COMPUTILITY = str(Path(sys.executable).with_name("computility"))
-PG_SERVER = os.environ.get("COMPUTILITY_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432")
 STALE_S = 3.0
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A fresh PostgreSQL database, dropped afterwards (leadership exists only on PostgreSQL)."""
-    import psycopg
-
-    try:
-        admin = psycopg.connect(PG_SERVER.replace("postgresql+psycopg", "postgresql")
-                                + "/postgres", autocommit=True, connect_timeout=3)
-    except Exception as error:
-        pytest.skip(f"PostgreSQL not reachable at {PG_SERVER}: {error}")
-    name = f"cu_test_{uuid.uuid4().hex[:12]}"
-    admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"{PG_SERVER}/{name}"
-    finally:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
 
 
 # ------------------------------------------------------------------------------ process level
 
 
-class Replica:
-    """One `computility up` child process."""
+class Replica(ServiceProcess):
+    """One `computility up` child process, a named replica on its own port."""
 
     def __init__(self, name: str, db_url: str, env: dict[str, str], log: Path) -> None:
-        self.name, self.db_url, self.log = name, db_url, log
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {**env, "COMPUTILITY_REPLICA": name}
-        self.proc: subprocess.Popen[bytes] | None = None
+        super().__init__(db_url, free_port(), {**env, "COMPUTILITY_REPLICA": name}, log)
+        self.name = name
 
-    def start(self, timeout: float = 30.0) -> Replica:
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [COMPUTILITY, "up", "--db", self.db_url, "--port", str(self.port),
-                 "--no-local-site"],
-                env=self.env, stdout=out, stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + timeout
-        while not self.healthy():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"replica {self.name} did not start:\n{self.tail()}")
-            time.sleep(0.05)
+    def start(self, timeout: float = 30.0) -> Replica:  # type: ignore[override]
+        super().start(timeout)
         return self
 
     def healthy(self) -> bool:
@@ -109,30 +70,10 @@ class Replica:
             return False
 
     def send(self, sig: signal.Signals) -> None:
-        assert self.proc is not None
-        os.kill(self.proc.pid, sig)
+        self.signal(sig)
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
-
-    def stop(self) -> None:
-        if not self.alive():
-            return
-        assert self.proc is not None
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.proc.pid, signal.SIGCONT)
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-
-    def tail(self, n: int = 6000) -> str:
-        try:
-            return self.log.read_text(errors="replace")[-n:]
-        except OSError:
-            return ""
 
 
 def leadership_row(engine: Engine) -> dict[str, Any] | None:
@@ -181,11 +122,8 @@ def submit(url: str, key: str, specs: list[dict[str, Any]]) -> list[int]:
 def test_a_stopped_leader_is_replaced_and_its_resumption_lands_no_stale_write(
     pg_url: str, tmp_path: Path
 ) -> None:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("COMPUTILITY_") or k == "COMPUTILITY_TEST_PG"}
-    env.update({"XDG_DATA_HOME": str(tmp_path / "xdg-data"),
-                "XDG_CONFIG_HOME": str(tmp_path / "xdg-config"), "PYTHONUNBUFFERED": "1",
-                "COMPUTILITY_LEADER_STALE_S": str(STALE_S), "COMPUTILITY_CYCLE_S": "0.2"})
+    env = service_env(tmp_path, COMPUTILITY_LEADER_STALE_S=str(STALE_S),
+                      COMPUTILITY_CYCLE_S="0.2")
     r1 = Replica("r1", pg_url, env, tmp_path / "r1.log")
     r2 = Replica("r2", pg_url, env, tmp_path / "r2.log")
     engine = make_engine(pg_url)
@@ -193,9 +131,7 @@ def test_a_stopped_leader_is_replaced_and_its_resumption_lands_no_stale_write(
     try:
         r1.start()  # first, alone: it migrates the database and writes the operator key
         r2.start()
-        config = Path(env["XDG_CONFIG_HOME"]) / "computility" / "config.toml"
-        with config.open("rb") as f:
-            operator = tomllib.load(f)["default"]["api_key"]
+        operator = operator_key(env)
         wait_until(lambda: leadership_row(engine) is not None, timeout=15)
         first = leadership_row(engine)
         assert first is not None and first["holder"] in ("r1", "r2")

@@ -69,6 +69,11 @@ def up_command(
     tls_key: Annotated[str | None, typer.Option(
         "--tls-key", metavar="FILE",
         help="The certificate's PEM private key, unencrypted.")] = None,
+    workers: Annotated[int, typer.Option(
+        "--workers", help="Processes answering on the port, each a replica of the service "
+        "(more than one needs PostgreSQL): one per core to spare.")] = 1,
+    worker: Annotated[bool, typer.Option("--worker", hidden=True,
+                                         help="Run as one of the first's workers.")] = False,
 ) -> None:
     """Run the control plane in the foreground until SIGINT/SIGTERM."""
     import uvicorn
@@ -84,13 +89,21 @@ def up_command(
 
     tls = check_server_files(Path(tls_cert) if tls_cert is not None else None,
                              Path(tls_key) if tls_key is not None else None)
-    configure(resolve_log_format(log_format))
-    settings = from_environment(db_url=db, network=network, freeze_heap=True)
+    from computility.cli.workers import Workers, check_workers, shared_port_socket
+
+    check_workers(workers, db)
+    fmt = resolve_log_format(log_format)
+    configure(fmt)
+    settings = from_environment(db_url=db, network=network, tune_heap=True)
+    # Several workers share the port: each binds it with SO_REUSEPORT (before the database is
+    # opened, so a port in use is refused at once).
+    shared = shared_port_socket(host, port) if workers > 1 or worker else None
+    no_local_site = no_local_site or worker
     app = create_app(settings)
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     url = f"{'https' if tls else 'http'}://{shown}:{port}"
     key = app.state.first_key
-    if key:
+    if key and not worker:
         try:
             written = save_profile(Profile(url, key), replace=False)
         except UsageError as error:  # an unreadable profile: the key must not be lost with it
@@ -109,6 +122,14 @@ def up_command(
                         "only; shown nowhere else)", kept)
     log.info("serving %s", url)
     local: LocalSite | None = None
+    others: Workers | None = None
+    if workers > 1:
+        assert db is not None  # check_workers
+        argv = ["--db", db, "--host", host, "--port", str(port), "--network", network,
+                "--log-format", fmt, "--no-local-site"]
+        if tls:
+            argv += ["--tls-cert", str(tls[0]), "--tls-key", str(tls[1])]
+        others = Workers(workers, argv)
 
     class Server(uvicorn.Server):
         """On SIGINT/SIGTERM the local site stops first (its tasks stopped and reported while
@@ -144,9 +165,13 @@ def up_command(
         local = LocalSite(url, local_provider_key(app.state.plane), server)
         local.verify = pinned_context(tls[0]) if tls else None
         local.start()
+    if others is not None:
+        others.start(ready=lambda: bool(server.started))
     try:
-        server.run()
+        server.run(sockets=[shared] if shared is not None else None)
     finally:
+        if others is not None:
+            others.stop()
         if local is not None:
             local.stop()
 

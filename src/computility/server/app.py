@@ -9,7 +9,6 @@ one more TTL after a restart, and starts the scheduling loop; shutting down stop
 from __future__ import annotations
 
 import asyncio
-import gc
 import json
 import logging
 import time
@@ -31,6 +30,7 @@ from computility.server.api import admin, agent, keys, sites, tasks
 from computility.server.auth import new_key
 from computility.server.db import schema as db
 from computility.server.db.engine import make_engine, sqlite_url, upgrade
+from computility.server.heap import tune_for_serving
 from computility.server.observability import install_observability
 from computility.server.plane import ControlPlane
 from computility.server.problems import ApiError
@@ -246,13 +246,8 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         app.state.lease_wake = wake
         anyio.to_thread.current_default_thread_limiter().total_tokens = \
             settings.threads_for(engine)
-        if settings.freeze_heap:
-            # Everything built so far (modules, routes, the network model, compiled statements)
-            # lives as long as the process: frozen, a full collection no longer walks it, and
-            # its pauses, which stop every request, shrink (about 150 ms to under 100 ms under
-            # `benchmarks/load.py`).
-            gc.collect()
-            gc.freeze()
+        if settings.tune_heap:
+            tune_for_serving()
         aio = asyncio.get_running_loop()
         def wake_leases() -> None:
             aio.call_soon_threadsafe(wake.set)

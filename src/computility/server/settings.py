@@ -74,10 +74,9 @@ class Settings:
     `benchmarks/load.py` 40 threads answered in seconds what 4 answer in tens of milliseconds,
     and on PostgreSQL 8 threads (to keep more round trips in flight) did worse than 4. Long
     polls and uploads wait without a thread."""
-    freeze_heap: bool = False
-    """Freeze the objects built at start out of the garbage collector's reach (`gc.freeze`):
-    for a process that serves only this plane (`computility up`), not for one that builds and
-    drops many (a test run)."""
+    tune_heap: bool = False
+    """Tune the heap for a long life (`computility.server.heap`): for a process that serves only
+    this plane (`computility up`), not for one that builds and drops many (a test run)."""
     run_loop: bool = True
     replica: str = ""
     """This replica's name in the leadership table (host:pid when empty)."""

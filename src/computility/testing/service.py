@@ -27,8 +27,10 @@ class ServiceProcess:
     """`computility up --no-local-site` as a child process, restartable on the same port."""
 
     def __init__(self, db_url: str, port: int, env: dict[str, str], log: Path,
-                 host: str = "127.0.0.1") -> None:
+                 host: str = "127.0.0.1", args: tuple[str, ...] = ()) -> None:
         self.db_url, self.port, self.env, self.log, self.host = db_url, port, env, log, host
+        self.args = args
+        """More options of `computility up` (``--workers 2``, say)."""
         self.url = f"http://127.0.0.1:{port}"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -37,7 +39,7 @@ class ServiceProcess:
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
                 [COMPUTILITY, "up", "--db", self.db_url, "--host", self.host,
-                 "--port", str(self.port), "--no-local-site"],
+                 "--port", str(self.port), "--no-local-site", *self.args],
                 env=self.env, stdout=out, stderr=subprocess.STDOUT,
             )
         deadline = time.monotonic() + timeout

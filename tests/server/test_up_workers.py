@@ -1,0 +1,127 @@
+"""`computility up --workers N`: several processes answer on one port, each a replica of the
+plane on one PostgreSQL database; the first starts, restarts and stops the others."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from computility.testing.controlplane import free_port, wait_until
+from computility.testing.service import COMPUTILITY, ServiceProcess, operator_key, service_env
+
+
+def holding(first: psutil.Process, port: int, status: str) -> dict[int, psutil.Process]:
+    """The processes of this service with a socket in `status` on `port`, by pid."""
+    found = {}
+    for proc in [first, *first.children()]:
+        try:
+            if any(c.laddr.port == port and c.status == status
+                   for c in proc.net_connections("tcp")):
+                found[proc.pid] = proc
+        except psutil.NoSuchProcess:
+            continue
+    return found
+
+
+def listeners(first: psutil.Process, port: int) -> dict[int, psutil.Process]:
+    return holding(first, port, psutil.CONN_LISTEN)
+
+
+def settled(predicate: Callable[[], bool], log: ServiceProcess, what: str) -> None:
+    try:
+        wait_until(predicate, timeout=60)
+    except AssertionError:
+        raise AssertionError(f"{what} within 60 s; the service's log:\n{log.tail()}") from None
+
+
+def test_workers_share_the_port_and_the_database_and_stop_with_the_first(
+    pg_url: str, tmp_path: Path
+) -> None:
+    env = service_env(tmp_path)
+    port = free_port()
+    service = ServiceProcess(pg_url, port, env, tmp_path / "service.log", args=("--workers", "3"))
+    try:
+        service.start()
+        first = psutil.Process(service.pid)
+        settled(lambda: len(listeners(first, port)) == 3, service, "three workers listening")
+        workers = listeners(first, port)
+
+        # Whichever worker a connection reaches, it serves the same plane: a task submitted
+        # through one connection is read through every other.
+        headers = {"Authorization": f"Bearer {operator_key(env)}"}
+        clients = [httpx.Client(base_url=service.url, headers=headers) for _ in range(30)]
+        try:
+            ids = []
+            for c in clients:  # a connection each, kept open: the kernel spreads them
+                r = c.post("/api/v1/tasks", json={"run": "true", "resources": {"cpus": 1}})
+                assert r.status_code == 201, r.text
+                ids.append(r.json()["id"])
+            for c in clients:
+                for task in ids:
+                    r = c.get(f"/api/v1/tasks/{task}")
+                    assert r.status_code == 200 and r.json()["id"] == task
+            serving = holding(first, port, psutil.CONN_ESTABLISHED)
+            assert set(serving) == set(workers), "every worker holds some of the connections"
+        finally:
+            for c in clients:
+                c.close()
+
+        # A worker that dies is started again; the port keeps answering meanwhile.
+        victim = next(pid for pid in workers if pid != service.pid)
+        os.kill(victim, signal.SIGKILL)
+        settled(lambda: len(listeners(first, port)) == 3 and victim not in listeners(first, port),
+                service, "the killed worker replaced")
+        assert httpx.get(f"{service.url}/readyz").status_code == 200
+        assert "starting it again" in service.tail()
+
+        # The first stopped (SIGTERM): every worker stops with it and the port is free.
+        others = [p for pid, p in listeners(first, port).items() if pid != service.pid]
+        service.stop()
+        _, alive = psutil.wait_procs(others, timeout=30)
+        assert not alive
+    finally:
+        service.stop()
+
+
+def test_workers_outlive_no_first_killed_outright(pg_url: str, tmp_path: Path) -> None:
+    env = service_env(tmp_path)
+    port = free_port()
+    service = ServiceProcess(pg_url, port, env, tmp_path / "service.log", args=("--workers", "2"))
+    try:
+        service.start()
+        first = psutil.Process(service.pid)
+        settled(lambda: len(listeners(first, port)) == 2, service, "two workers listening")
+        (other,) = [p for pid, p in listeners(first, port).items() if pid != service.pid]
+        service.kill()  # SIGKILL: no shutdown code of the first runs
+        _, alive = psutil.wait_procs([other], timeout=30)
+        assert not alive, "a worker outlived its first, keeping the port"
+    finally:
+        service.stop()
+
+
+def test_several_workers_on_sqlite_are_refused_before_anything_starts(tmp_path: Path) -> None:
+    env = service_env(tmp_path)
+    db = tmp_path / "one.db"
+    done = subprocess.run([COMPUTILITY, "up", "--db", f"sqlite:///{db}", "--port",
+                           str(free_port()), "--workers", "2"],
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "--workers: more than one worker needs PostgreSQL" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not db.exists()
+
+
+@pytest.mark.parametrize("bad", ["0", "-1"])
+def test_a_worker_count_below_one_is_refused(tmp_path: Path, bad: str) -> None:
+    done = subprocess.run([COMPUTILITY, "up", "--port", str(free_port()), "--workers", bad],
+                          env=service_env(tmp_path), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert f"--workers: expected at least 1, got {bad}" in done.stderr
+    assert "Traceback" not in done.stderr
