@@ -3,10 +3,11 @@ plane on one PostgreSQL database; the first starts, restarts and stops the other
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -41,21 +42,32 @@ def settled(predicate: Callable[[], bool], log: ServiceProcess, what: str) -> No
         raise AssertionError(f"{what} within 60 s; the service's log:\n{log.tail()}") from None
 
 
-def test_workers_share_the_port_and_the_database_and_stop_with_the_first(
-    pg_url: str, tmp_path: Path
-) -> None:
-    env = service_env(tmp_path)
+@contextlib.contextmanager
+def serving(pg_url: str, tmp_path: Path, workers: int) -> Iterator[tuple[ServiceProcess, int]]:
+    """`computility up --workers N` with every worker listening: (the first, the port)."""
     port = free_port()
-    service = ServiceProcess(pg_url, port, env, tmp_path / "service.log", args=("--workers", "3"))
+    service = ServiceProcess(pg_url, port, service_env(tmp_path), tmp_path / "service.log",
+                             args=("--workers", str(workers)))
     try:
         service.start()
         first = psutil.Process(service.pid)
-        settled(lambda: len(listeners(first, port)) == 3, service, "three workers listening")
+        settled(lambda: len(listeners(first, port)) == workers, service,
+                f"{workers} workers listening")
+        yield service, port
+    finally:
+        service.stop()
+
+
+def test_workers_share_the_port_and_the_database_and_stop_with_the_first(
+    pg_url: str, tmp_path: Path
+) -> None:
+    with serving(pg_url, tmp_path, 3) as (service, port):
+        first = psutil.Process(service.pid)
         workers = listeners(first, port)
 
         # Whichever worker a connection reaches, it serves the same plane: a task submitted
         # through one connection is read through every other.
-        headers = {"Authorization": f"Bearer {operator_key(env)}"}
+        headers = {"Authorization": f"Bearer {operator_key(service.env)}"}
         clients = [httpx.Client(base_url=service.url, headers=headers) for _ in range(30)]
         try:
             ids = []
@@ -67,8 +79,8 @@ def test_workers_share_the_port_and_the_database_and_stop_with_the_first(
                 for task in ids:
                     r = c.get(f"/api/v1/tasks/{task}")
                     assert r.status_code == 200 and r.json()["id"] == task
-            serving = holding(first, port, psutil.CONN_ESTABLISHED)
-            assert set(serving) == set(workers), "every worker holds some of the connections"
+            connected = holding(first, port, psutil.CONN_ESTABLISHED)
+            assert set(connected) == set(workers), "every worker holds some of the connections"
         finally:
             for c in clients:
                 c.close()
@@ -86,8 +98,6 @@ def test_workers_share_the_port_and_the_database_and_stop_with_the_first(
         service.stop()
         _, alive = psutil.wait_procs(others, timeout=30)
         assert not alive
-    finally:
-        service.stop()
 
 
 def test_workers_outlive_no_first_killed_outright(pg_url: str, tmp_path: Path) -> None:

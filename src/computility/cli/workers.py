@@ -3,8 +3,8 @@
 One Python process runs its request handlers under one interpreter lock, so on a machine with
 cores to spare it saturates one core long before the database is busy: under
 `benchmarks/load.py` on PostgreSQL (300 requests/s on 2 cores), one process falls behind
-without bound while two answer every request for 10 minutes with a p99 of 172 ms. Each worker binds the port with ``SO_REUSEPORT`` and
-the kernel spreads new connections over them.
+without bound while two answer every request for 10 minutes with a p99 of 172 ms. Each worker
+binds the port with ``SO_REUSEPORT`` and the kernel spreads new connections over them.
 
 Each worker is a full replica, as in the operator guide's "PostgreSQL and several replicas": the
 leader alone schedules, any replica serves the API and the agents, and a key revoked through one
