@@ -98,6 +98,7 @@ def test_workers_share_the_port_and_the_database_and_stop_with_the_first(
         service.stop()
         _, alive = psutil.wait_procs(others, timeout=30)
         assert not alive
+        assert service.tail(100_000).count("starting it again") == 1  # none while stopping
 
 
 def test_workers_outlive_no_first_killed_outright(pg_url: str, tmp_path: Path) -> None:

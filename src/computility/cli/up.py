@@ -138,6 +138,8 @@ def up_command(
         stopping_site = False
 
         def handle_exit(self, sig: int, frame: Any) -> None:
+            if others is not None:
+                others.stopping()
             if local is None or self.stopping_site:
                 begin_shutdown(app)
                 super().handle_exit(sig, frame)

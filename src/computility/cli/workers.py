@@ -106,8 +106,11 @@ class Workers:
         env = dict(os.environ)
         if env.get("COMPUTILITY_REPLICA"):  # a replica's name is its own
             env["COMPUTILITY_REPLICA"] += f"/worker-{n}"
+        # A session of its own: a Ctrl-C at the terminal reaches the first only, which stops the
+        # others in order rather than watching them exit and starting them again.
         return subprocess.Popen([sys.executable, "-m", "computility", "up", *self.argv,
-                                 "--worker"], env=env, preexec_fn=self._pdeathsig)
+                                 "--worker"], env=env, preexec_fn=self._pdeathsig,
+                                start_new_session=True)
 
     def start(self, ready: Callable[[], bool]) -> Workers:
         """Start the others once `ready()` (the first answers: the database is bootstrapped)."""
@@ -136,6 +139,10 @@ class Workers:
                     log.error("worker %d exited with %d; starting it again", proc.pid, code)
                     time.sleep(RESTART_AFTER_S)
                     self.procs[i] = self._spawn(i + 1)
+
+    def stopping(self) -> None:
+        """The first is stopping: start no worker again from now on."""
+        self._stopping.set()
 
     def stop(self) -> None:
         """SIGTERM to each (a graceful stop, as for the first), SIGKILL to any still there."""
