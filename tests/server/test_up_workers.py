@@ -91,14 +91,14 @@ def test_workers_share_the_port_and_the_database_and_stop_with_the_first(
         settled(lambda: len(listeners(first, port)) == 3 and victim not in listeners(first, port),
                 service, "the killed worker replaced")
         assert httpx.get(f"{service.url}/readyz").status_code == 200
-        assert "starting it again" in service.tail()
+        assert "starting it again" in service.tail(10**8)
 
         # The first stopped (SIGTERM): every worker stops with it and the port is free.
         others = [p for pid, p in listeners(first, port).items() if pid != service.pid]
         service.stop()
         _, alive = psutil.wait_procs(others, timeout=30)
         assert not alive
-        assert service.tail(100_000).count("starting it again") == 1  # none while stopping
+        assert service.tail(10**8).count("starting it again") == 1  # none while stopping
 
 
 def test_workers_outlive_no_first_killed_outright(pg_url: str, tmp_path: Path) -> None:
@@ -115,6 +115,21 @@ def test_workers_outlive_no_first_killed_outright(pg_url: str, tmp_path: Path) -
         assert not alive, "a worker outlived its first, keeping the port"
     finally:
         service.stop()
+
+
+def test_a_second_service_is_refused_the_port_its_workers_share(
+    pg_url: str, tmp_path: Path
+) -> None:
+    (tmp_path / "first").mkdir()
+    with serving(pg_url, tmp_path / "first", 2) as (service, port):
+        done = subprocess.run([COMPUTILITY, "up", "--db", pg_url, "--port", str(port),
+                               "--workers", "2", "--no-local-site"],
+                              env=service_env(tmp_path / "second"), capture_output=True,
+                              text=True, timeout=60)
+        assert done.returncode == 2, done.stderr
+        assert f"--port: cannot listen on 127.0.0.1:{port}" in done.stderr
+        assert "Traceback" not in done.stderr
+        assert httpx.get(f"{service.url}/readyz").status_code == 200
 
 
 def test_several_workers_on_sqlite_are_refused_before_anything_starts(tmp_path: Path) -> None:

@@ -97,7 +97,8 @@ def up_command(
     settings = from_environment(db_url=db, network=network, tune_heap=True)
     # Several workers share the port: each binds it with SO_REUSEPORT (before the database is
     # opened, so a port in use is refused at once).
-    shared = shared_port_socket(host, port) if workers > 1 or worker else None
+    shared = shared_port_socket(host, port, first=not worker) if workers > 1 or worker \
+        else None
     no_local_site = no_local_site or worker
     app = create_app(settings)
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host

@@ -50,22 +50,35 @@ def check_workers(workers: int, db_url: str | None) -> None:
                          "postgresql+psycopg://...): SQLite has one writer, one process")
 
 
-def shared_port_socket(host: str, port: int) -> socket.socket:
-    """A listening socket on (host, port) that other processes may bind too (``SO_REUSEPORT``),
-    each then receiving a share of the new connections."""
+def shared_port_socket(host: str, port: int, first: bool) -> socket.socket:
+    """A listening socket on (host, port) that this service's other workers bind too
+    (``SO_REUSEPORT``), each then receiving a share of the new connections.
+
+    The `first` checks the port is free before sharing it: another service of the same user
+    binding it with ``SO_REUSEPORT`` too would otherwise be given a share of the connections,
+    where any other service is refused the port."""
     try:
         family, kind, proto, _, address = socket.getaddrinfo(
             host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
     except socket.gaierror as error:
         raise UsageError(f"--host: cannot resolve '{host}' ({error})") from None
-    sock = socket.socket(family, kind, proto)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    try:
-        sock.bind(address)
-    except OSError as error:
-        sock.close()
-        raise UsageError(f"--port: cannot listen on {host}:{port} ({error.strerror})") from None
+
+    def bound(reuse_port: bool) -> socket.socket:
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        try:
+            sock.bind(address)
+        except OSError as error:
+            sock.close()
+            raise UsageError(f"--port: cannot listen on {host}:{port} ({error.strerror})"
+                             ) from None
+        return sock
+
+    if first:
+        bound(reuse_port=False).close()
+    sock = bound(reuse_port=True)
     sock.listen(2048)
     return sock
 
