@@ -323,9 +323,17 @@ def test_a_backup_taken_while_tasks_finish_and_are_billed_is_one_consistent_inst
                           time_scale=0.001, heartbeat_s=0.2, lease_wait_s=0.2).start()
         try:
             c = server.client(user)
-            spec = {"run": "true", "resources": {"cpus": 1}, "envs": {"FAKE_RUN_S": "50"}}
+            spec = {"run": "true", "resources": {"cpus": 1}, "envs": {"FAKE_RUN_S": "200"}}
             r = c.post("/api/v1/tasks/batch", json={"tasks": [spec] * 600})
             assert r.status_code == 201, r.text
+
+            def billed_now() -> int:
+                with server.plane.engine.connect() as conn:
+                    return int(conn.execute(text("SELECT count(*) FROM ledger")).scalar_one())
+
+            # The first backup starts once billing has begun (however slowly the machine
+            # schedules), so it falls while tasks are finishing, not before any has.
+            wait_until(lambda: billed_now() > 0, timeout=60)
             seen: list[tuple[int, int, int]] = []
             for i in range(6):
                 file = tmp_path / f"{i}.backup"
