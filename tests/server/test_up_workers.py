@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from computility.testing.controlplane import free_port, wait_until
 from computility.testing.service import COMPUTILITY, ServiceProcess, operator_key, service_env
@@ -40,6 +41,22 @@ def settled(predicate: Callable[[], bool], log: ServiceProcess, what: str) -> No
         wait_until(predicate, timeout=60)
     except AssertionError:
         raise AssertionError(f"{what} within 60 s; the service's log:\n{log.tail()}") from None
+
+
+def scraped(client: httpx.Client) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """One scrape of ``/metrics`` through `client`'s connection: value by (sample, labels)."""
+    r = client.get("/metrics")
+    assert r.status_code == 200, r.text
+    return {(s.name, frozenset(s.labels.items())): s.value
+            for family in text_string_to_metric_families(r.text) for s in family.samples}
+
+
+STATUS_READS = ("computility_http_request_duration_seconds_count",
+                frozenset({("method", "GET"), ("route", "/api/v1/tasks/{task_id}"),
+                           ("status_class", "2xx")}))
+SUBMITTED = ("computility_submissions_total",
+             frozenset({("kind", "single"), ("outcome", "accepted")}))
+LEADER = ("computility_scheduler_leader", frozenset[tuple[str, str]]())
 
 
 @contextlib.contextmanager
@@ -81,6 +98,13 @@ def test_workers_share_the_port_and_the_database_and_stop_with_the_first(
                     assert r.status_code == 200 and r.json()["id"] == task
             connected = holding(first, port, psutil.CONN_ESTABLISHED)
             assert set(connected) == set(workers), "every worker holds some of the connections"
+
+            # Whichever worker a scrape reaches, it counts the whole service's requests.
+            for c in clients:
+                m = scraped(c)
+                assert m[STATUS_READS] == len(clients) * len(ids)
+                assert m[SUBMITTED] == len(clients)
+                assert m[LEADER] == 1  # one worker leads the scheduling loop
         finally:
             for c in clients:
                 c.close()
@@ -95,6 +119,19 @@ def test_workers_share_the_port_and_the_database_and_stop_with_the_first(
         settled(replaced, service, "the killed worker replaced")
         assert httpx.get(f"{service.url}/readyz").status_code == 200
         assert "starting it again" in service.tail(10**8)
+        # The dead worker's counts stay in the sum (counters never go backwards), and its
+        # leadership, if it led, no longer counts: another worker's does.
+        scrapers = [httpx.Client(base_url=service.url) for _ in range(10)]
+        try:
+            for c in scrapers:
+                m = scraped(c)
+                assert m[STATUS_READS] == len(clients) * len(ids)
+                assert m[SUBMITTED] == len(clients)
+            settled(lambda: all(scraped(c)[LEADER] == 1 for c in scrapers), service,
+                    "a live worker leading")
+        finally:
+            for c in scrapers:
+                c.close()
 
         # The first stopped (SIGTERM): every worker stops with it and the port is free.
         others = [p for pid, p in listeners(first, port).items() if pid != service.pid]

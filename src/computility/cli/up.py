@@ -89,7 +89,12 @@ def up_command(
 
     tls = check_server_files(Path(tls_cert) if tls_cert is not None else None,
                              Path(tls_key) if tls_key is not None else None)
-    from computility.cli.workers import Workers, check_workers, shared_port_socket
+    from computility.cli.workers import (
+        Workers,
+        check_workers,
+        shared_metrics,
+        shared_port_socket,
+    )
 
     check_workers(workers, db)
     fmt = resolve_log_format(log_format)
@@ -99,84 +104,85 @@ def up_command(
     # opened, so a port in use is refused at once).
     shared = shared_port_socket(host, port, first=not worker) if workers > 1 or worker \
         else None
-    no_local_site = no_local_site or worker
-    app = create_app(settings)
-    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
-    url = f"{'https' if tls else 'http'}://{shown}:{port}"
-    key = app.state.first_key
-    if key and not worker:
-        try:
-            written = save_profile(Profile(url, key), replace=False)
-        except UsageError as error:  # an unreadable profile: the key must not be lost with it
-            log.warning("profile not written (%s)", error)
-            written = None
-        if written is not None:
-            log.info("admin key written to %s", written)
-        else:  # never in the log (a log store is no place for a key): a private file
-            kept = settings.data_dir / "admin-key"
-            kept.parent.mkdir(parents=True, exist_ok=True)
-            kept.unlink(missing_ok=True)
-            with os.fdopen(os.open(kept, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w",
-                           encoding="utf-8") as f:
-                f.write(key + "\n")
-            log.warning("profile not written: the admin key is in %s (readable by this user "
-                        "only; shown nowhere else)", kept)
-    log.info("serving %s", url)
-    local: LocalSite | None = None
-    others: Workers | None = None
-    if workers > 1:
-        assert db is not None  # check_workers
-        argv = ["--db", db, "--host", host, "--port", str(port), "--network", network,
-                "--log-format", fmt, "--no-local-site"]
-        if tls:
-            argv += ["--tls-cert", str(tls[0]), "--tls-key", str(tls[1])]
-        others = Workers(workers, argv)
+    with shared_metrics(workers, worker):  # before the app makes its metrics
+        no_local_site = no_local_site or worker
+        app = create_app(settings)
+        shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+        url = f"{'https' if tls else 'http'}://{shown}:{port}"
+        key = app.state.first_key
+        if key and not worker:
+            try:
+                written = save_profile(Profile(url, key), replace=False)
+            except UsageError as error:  # an unreadable profile: the key must not be lost with it
+                log.warning("profile not written (%s)", error)
+                written = None
+            if written is not None:
+                log.info("admin key written to %s", written)
+            else:  # never in the log (a log store is no place for a key): a private file
+                kept = settings.data_dir / "admin-key"
+                kept.parent.mkdir(parents=True, exist_ok=True)
+                kept.unlink(missing_ok=True)
+                with os.fdopen(os.open(kept, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w",
+                               encoding="utf-8") as f:
+                    f.write(key + "\n")
+                log.warning("profile not written: the admin key is in %s (readable by this user "
+                            "only; shown nowhere else)", kept)
+        log.info("serving %s", url)
+        local: LocalSite | None = None
+        others: Workers | None = None
+        if workers > 1:
+            assert db is not None  # check_workers
+            argv = ["--db", db, "--host", host, "--port", str(port), "--network", network,
+                    "--log-format", fmt, "--no-local-site"]
+            if tls:
+                argv += ["--tls-cert", str(tls[0]), "--tls-key", str(tls[1])]
+            others = Workers(workers, argv)
 
-    class Server(uvicorn.Server):
-        """On SIGINT/SIGTERM the local site stops first (its tasks stopped and reported while
-        the service still answers), then the service; a second signal stops at once."""
+        class Server(uvicorn.Server):
+            """On SIGINT/SIGTERM the local site stops first (its tasks stopped and reported while
+            the service still answers), then the service; a second signal stops at once."""
 
-        stopping_site = False
+            stopping_site = False
 
-        def handle_exit(self, sig: int, frame: Any) -> None:
-            if others is not None:
-                others.stopping()
-            if local is None or self.stopping_site:
-                begin_shutdown(app)
-                super().handle_exit(sig, frame)
-                return
-            self.stopping_site = True
-            log.info("stopping the local site and its tasks")
-            site = local
+            def handle_exit(self, sig: int, frame: Any) -> None:
+                if others is not None:
+                    others.stopping()
+                if local is None or self.stopping_site:
+                    begin_shutdown(app)
+                    super().handle_exit(sig, frame)
+                    return
+                self.stopping_site = True
+                log.info("stopping the local site and its tasks")
+                site = local
 
-            def then() -> None:
-                site.stop()
-                begin_shutdown(app)
-                uvicorn.Server.handle_exit(self, sig, frame)
+                def then() -> None:
+                    site.stop()
+                    begin_shutdown(app)
+                    uvicorn.Server.handle_exit(self, sig, frame)
 
-            threading.Thread(target=then, name="stop-local-site", daemon=True).start()
+                threading.Thread(target=then, name="stop-local-site", daemon=True).start()
 
-    # Uvicorn's lines go through the handler `configure` installed (log_config=None), and its
-    # access log is off: the service writes its own, with request ids (`computility.access`).
-    server = Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
-                                   log_config=None, access_log=False,
-                                   timeout_graceful_shutdown=5,
-                                   timeout_keep_alive=KEEP_ALIVE_S,
-                                   ssl_certfile=tls[0] if tls else None,
-                                   ssl_keyfile=tls[1] if tls else None))
-    if not no_local_site:
-        local = LocalSite(url, local_provider_key(app.state.plane), server)
-        local.verify = pinned_context(tls[0]) if tls else None
-        local.start()
-    if others is not None:
-        others.start(ready=lambda: bool(server.started))
-    try:
-        server.run(sockets=[shared] if shared is not None else None)
-    finally:
+        # Uvicorn's lines go through the handler `configure` installed (log_config=None), and its
+        # access log is off: the service writes its own, with request ids (`computility.access`).
+        server = Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
+                                       log_config=None, access_log=False,
+                                       timeout_graceful_shutdown=5,
+                                       timeout_keep_alive=KEEP_ALIVE_S,
+                                       ssl_certfile=tls[0] if tls else None,
+                                       ssl_keyfile=tls[1] if tls else None))
+        if not no_local_site:
+            local = LocalSite(url, local_provider_key(app.state.plane), server)
+            local.verify = pinned_context(tls[0]) if tls else None
+            local.start()
         if others is not None:
-            others.stop()
-        if local is not None:
-            local.stop()
+            others.start(ready=lambda: bool(server.started))
+        try:
+            server.run(sockets=[shared] if shared is not None else None)
+        finally:
+            if others is not None:
+                others.stop()
+            if local is not None:
+                local.stop()
 
 
 class LocalSite:

@@ -15,6 +15,10 @@ The process started (the first worker) bootstraps the database, writes the profi
 local site. Once it answers it starts the others (``up --worker``: no local site, no spawning),
 restarts one that exits, and stops them when it stops; a worker whose first worker dies, even by
 SIGKILL, is stopped by the kernel (``PR_SET_PDEATHSIG``), so no orphan keeps the port.
+
+The workers count their events (requests, submissions, scheduling) into one directory the first
+makes (`shared_metrics`), so that ``/metrics`` on whichever worker a scrape reaches serves the
+whole service's counts.
 """
 
 from __future__ import annotations
@@ -23,15 +27,18 @@ import contextlib
 import ctypes
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from computility.domain.errors import UsageError
+from computility.server.observability.metrics import share_metrics, shared_metrics_dir, worker_gone
 
 log = logging.getLogger("computility.up")
 
@@ -81,6 +88,28 @@ def shared_port_socket(host: str, port: int, first: bool) -> socket.socket:
     sock = bound(reuse_port=True)
     sock.listen(2048)
     return sock
+
+
+@contextlib.contextmanager
+def shared_metrics(workers: int, worker: bool) -> Iterator[None]:
+    """While the service runs, its workers count their events into one directory: a fresh one
+    the first makes (and removes when it stops: counts live as long as the service), inherited
+    by the others through the environment."""
+    if worker:
+        path = shared_metrics_dir()
+        if path is not None:
+            share_metrics(path)
+        yield
+        return
+    if workers == 1:
+        yield
+        return
+    made = tempfile.mkdtemp(prefix="computility-metrics-")
+    share_metrics(made)
+    try:
+        yield
+    finally:
+        shutil.rmtree(made, ignore_errors=True)
 
 
 def _libc() -> ctypes.CDLL | None:
@@ -150,6 +179,7 @@ class Workers:
                     if code is None or self._stopping.is_set():
                         continue
                     log.error("worker %d exited with %d; starting it again", proc.pid, code)
+                    worker_gone(proc.pid)
                     time.sleep(RESTART_AFTER_S)
                     self.procs[i] = self._spawn(i + 1)
 

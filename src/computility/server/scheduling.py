@@ -464,6 +464,7 @@ class SchedulingLoop:
         self.plane.wake_scheduler.set()
         self._thread.join(timeout=10)
         self.leadership.close()
+        self.plane.metrics.leader.set(0.0)
 
     def _run(self) -> None:
         plane = self.plane
@@ -474,7 +475,9 @@ class SchedulingLoop:
             recent.append(started)
             plane.wake_scheduler.clear()
             try:
-                if self.leadership.tick(time.time()):
+                leading = self.leadership.tick(time.time())
+                plane.metrics.leader.set(1.0 if leading else 0.0)
+                if leading:
                     self.last = cycle(plane, self.leadership)
                     self.cycles += 1
                     plane.metrics.observe_cycle(self.last, time.time())

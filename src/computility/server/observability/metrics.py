@@ -14,6 +14,12 @@ planes must never count into each other's metrics):
   Python), so a scrape stays fast with 10^5 tasks; with every replica reading the same database,
   these agree across replicas.
 
+Several processes of one service (`computility up --workers N`) count their events into one
+directory of memory-mapped files (`share_metrics`, prometheus-client's multiprocess mode), and
+whichever worker a scrape reaches serves the sum over all of them: a scrape target is the
+service on its port, whose counters never go backwards when the kernel hands the next scrape to
+another worker or a worker is replaced (a dead worker's counts stay in the sum).
+
 Names follow the Prometheus conventions: the ``computility_`` prefix, base units (``_seconds``,
 ``_joules``, ``_grams``; ``_cu`` is the network's compute unit), ``_total`` on counters, ``_info``
 on the build's info metric, and labels of bounded cardinality only (never a task id; sites and
@@ -24,9 +30,10 @@ from __future__ import annotations
 
 import importlib.metadata
 import logging
+import os
 import platform
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
@@ -39,8 +46,10 @@ from prometheus_client import (
     Info,
     ProcessCollector,
     generate_latest,
+    values,
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from prometheus_client.registry import Collector
 from sqlalchemy import Connection, and_, func, select
 
@@ -53,7 +62,7 @@ if TYPE_CHECKING:
     from prometheus_client import Metric
 
     from computility.server.plane import ControlPlane
-    from computility.server.scheduling import CycleReport, SchedulingLoop
+    from computility.server.scheduling import CycleReport
 
 log = logging.getLogger("computility.metrics")
 
@@ -78,6 +87,31 @@ LEDGER_COMPONENTS = ("compute", "energy", "network")
 JOULES_PER_KWH = 3.6e6
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 """The classic text format, which every Prometheus reads (the names here need no escaping)."""
+SHARED_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+"""Where the processes of one service count their events together (prometheus-client's own
+setting, so that every part of the process agrees on it)."""
+
+
+def shared_metrics_dir() -> str | None:
+    """The directory this process's events are counted into with its fellow workers', if any."""
+    return os.environ.get(SHARED_DIR_ENV) or None
+
+
+def share_metrics(path: str) -> None:
+    """Count this process's events into `path`, with every other process of the service that
+    does the same; call it before any `ServerMetrics` is made. The workers `up` starts inherit
+    the setting."""
+    os.environ[SHARED_DIR_ENV] = path
+    # prometheus-client chooses how values are kept when it is first imported; this process
+    # may have imported it before it knew it would share.
+    values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]
+
+
+def worker_gone(pid: int) -> None:
+    """A worker exited: its live gauges (leadership) no longer count; its counters still do."""
+    path = shared_metrics_dir()
+    if path is not None:
+        mark_process_dead(pid, path)  # type: ignore[no-untyped-call]
 
 
 class ServerMetrics:
@@ -102,7 +136,11 @@ class ServerMetrics:
             buckets=DURATION_BUCKETS, registry=r)
         self.last_cycle = Gauge("computility_scheduling_last_cycle_timestamp_seconds",
                                 "When this replica last finished a scheduling cycle (UNIX time)",
-                                registry=r)
+                                registry=r, multiprocess_mode="max")
+        self.leader = Gauge("computility_scheduler_leader", "Whether this replica leads the "
+                            "scheduling loop", registry=r, multiprocess_mode="livemax")
+        self.duplicate_reports = Counter("computility_duplicate_reports", "Refused stale or "
+                                         "repeated attempt reports", registry=r)
         self.placements = Counter("computility_placements",
                                   "Tasks placed on a pool (queued for its site's agent)",
                                   registry=r)
@@ -195,10 +233,6 @@ FAMILIES: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
     ("counter", "computility_ledger_energy_joules", "Energy billed, in joules (kWh x 3.6e6)",
      ()),
     ("counter", "computility_ledger_carbon_grams", "Emissions billed, in grams of CO2e", ()),
-    ("counter", "computility_duplicate_reports", "Refused stale or repeated attempt reports "
-     "(this process)", ()),
-    ("gauge", "computility_scheduler_leader", "Whether this replica leads the scheduling loop",
-     ()),
     ("gauge", "computility_database_up", "Whether the database answered this scrape's queries",
      ()),
     ("gauge", "computility_metrics_query_duration_seconds", "Time this scrape's database "
@@ -213,10 +247,8 @@ class DatabaseCollector(Collector):
     still served, with ``computility_database_up`` 0.
     """
 
-    def __init__(self, plane: ControlPlane,
-                 loop_of: Callable[[], SchedulingLoop | None]) -> None:
+    def __init__(self, plane: ControlPlane) -> None:
         self.plane = plane
-        self.loop_of = loop_of
 
     def describe(self) -> Iterator[Metric]:
         for kind, name, doc, labels in FAMILIES:
@@ -237,10 +269,6 @@ class DatabaseCollector(Collector):
         out["computility_database_up"].add_metric([], up)
         out["computility_metrics_query_duration_seconds"].add_metric(
             [], time.perf_counter() - started)
-        out["computility_duplicate_reports"].add_metric([], float(self.plane.duplicates))
-        loop = self.loop_of()
-        leading = loop is not None and loop.leadership.leading
-        out["computility_scheduler_leader"].add_metric([], 1.0 if leading else 0.0)
         yield from out.values()
 
     def _read(self, conn: Connection, out: dict[str, Any]) -> None:
@@ -313,10 +341,16 @@ def build_labels(plane: ControlPlane) -> dict[str, str]:
 
 
 def install_metrics(app: FastAPI, plane: ControlPlane) -> None:
-    """Serve ``/metrics``: this plane's events, the database's state, the build and the
-    process (CPU, memory, open files)."""
-    registry = plane.metrics.registry
-    registry.register(DatabaseCollector(plane, lambda: getattr(app.state, "loop", None)))
+    """Serve ``/metrics``: this plane's events (summed over the service's workers when they
+    share them), the database's state, the build and the process (CPU, memory, open files: of
+    the worker that answered)."""
+    shared = shared_metrics_dir()
+    if shared is None:
+        registry = plane.metrics.registry
+    else:  # the events from the shared files, not from this worker's registry
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, shared)  # type: ignore[no-untyped-call]
+    registry.register(DatabaseCollector(plane))
     Info("computility_build", "The running build", registry=registry).info(build_labels(plane))
     ProcessCollector(registry=registry)
 

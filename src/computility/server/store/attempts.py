@@ -185,6 +185,7 @@ def _apply(
 
 def _count_duplicate(plane: ControlPlane, conn: Connection, attempt_id: int) -> None:
     plane.duplicates += 1
+    plane.metrics.duplicate_reports.inc()
     conn.execute(update(db.attempts).where(db.attempts.c.id == attempt_id)
                  .values(duplicates=db.attempts.c.duplicates + 1))
 
