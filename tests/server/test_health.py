@@ -19,7 +19,7 @@ import pytest
 from computility.server.app import begin_shutdown
 from computility.server.db.engine import make_engine
 from computility.server.observability import health
-from computility.testing.controlplane import LocalControlPlane, local_control_plane
+from computility.testing.controlplane import LocalControlPlane, local_control_plane, wait_until
 
 
 def probe(server: LocalControlPlane, path: str) -> httpx.Response:
@@ -55,6 +55,8 @@ def test_readyz_is_503_naming_the_database_when_it_is_gone(
 ) -> None:
     with local_control_plane(tmp_path / "data", db_url, cycle_s=0.1) as server:
         assert probe(server, "/readyz").status_code == 200
+        wait_until(lambda: "computility_scheduler_leader 1.0" in probe(server, "/metrics").text,
+                   timeout=30)
         if db_url is None:  # the file can no longer be opened
             server.plane.engine.dispose()
             server.plane.engine = make_engine(f"sqlite:///{tmp_path / 'gone' / 'x.db'}")
@@ -68,6 +70,12 @@ def test_readyz_is_503_naming_the_database_when_it_is_gone(
         metrics = probe(server, "/metrics")
         assert metrics.status_code == 200  # the process's own metrics are still served
         assert "computility_database_up 0.0" in metrics.text
+        if db_url is not None:
+            # The replica that led no longer counts itself leader, whichever step of taking the
+            # leadership again fails. (On SQLite the one process stays leader: its write
+            # connection still holds the file.)
+            wait_until(lambda: "computility_scheduler_leader 0.0" in
+                       probe(server, "/metrics").text, timeout=30)
 
 
 def test_readyz_is_503_naming_the_schema_when_the_database_is_behind_or_unmigrated(

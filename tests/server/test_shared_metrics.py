@@ -12,11 +12,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.parser import text_string_to_metric_families
 
 from computility.server.observability.metrics import SHARED_DIR_ENV, worker_gone
+from computility.testing.controlplane import free_port
+from computility.testing.service import ServiceProcess, operator_key, service_env
 
 WORKER = """
 import os, sys
@@ -68,3 +72,28 @@ def test_any_worker_serves_the_sum_of_every_workers_events(
     assert scrape(tmp_path, "computility_scheduler_leader") is None
     assert scrape(tmp_path, "computility_scheduling_last_cycle_timestamp_seconds") == 200.0
 
+
+
+def test_a_service_of_one_process_counts_its_own_events_whatever_directory_it_inherits(
+    tmp_path: Path,
+) -> None:
+    stale = tmp_path / "stale"
+    stale.mkdir()
+    worker(stale, submitted=5, leads=1, last_cycle=100.0)  # another service's leftovers
+    files = sorted(p.name for p in stale.iterdir())
+    env = service_env(tmp_path, **{SHARED_DIR_ENV: str(stale)})
+    service = ServiceProcess(f"sqlite:///{tmp_path / 'one.db'}", free_port(), env,
+                             tmp_path / "service.log")
+    try:
+        service.start()
+        r = httpx.post(f"{service.url}/api/v1/tasks", json={"run": "true"},
+                       headers={"Authorization": f"Bearer {operator_key(env)}"})
+        assert r.status_code == 201, r.text
+        m = {(s.name, frozenset(s.labels.items())): s.value for family in
+             text_string_to_metric_families(httpx.get(f"{service.url}/metrics").text)
+             for s in family.samples}
+    finally:
+        service.stop()
+    assert m["computility_submissions_total", frozenset(
+        {("kind", "single"), ("outcome", "accepted")})] == 1
+    assert sorted(p.name for p in stale.iterdir()) == files  # nothing written there

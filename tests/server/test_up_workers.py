@@ -15,6 +15,7 @@ import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from computility.cli.workers import RESTART_AFTER_S, RESTART_AT_MOST_S, STEADY_S, restart_pause
 from computility.testing.controlplane import free_port, wait_until
 from computility.testing.service import COMPUTILITY, ServiceProcess, operator_key, service_env
 
@@ -191,3 +192,12 @@ def test_a_worker_count_below_one_is_refused(tmp_path: Path, bad: str) -> None:
     assert done.returncode == 2
     assert f"--workers: expected at least 1, got {bad}" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_worker_that_keeps_failing_is_started_again_less_and_less_often() -> None:
+    pauses = [restart_pause(None, lived_s=0.5)]
+    for _ in range(8):
+        pauses.append(restart_pause(pauses[-1], lived_s=0.5))
+    assert pauses == [1, 2, 4, 8, 16, 32, RESTART_AT_MOST_S, RESTART_AT_MOST_S, RESTART_AT_MOST_S]
+    # One that had run steadily before it exited starts over at the shortest pause.
+    assert restart_pause(RESTART_AT_MOST_S, lived_s=STEADY_S) == RESTART_AFTER_S

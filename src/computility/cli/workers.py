@@ -38,13 +38,22 @@ import time
 from collections.abc import Callable, Iterator
 
 from computility.domain.errors import UsageError
-from computility.server.observability.metrics import share_metrics, shared_metrics_dir, worker_gone
+from computility.server.observability.metrics import (
+    keep_metrics_in_process,
+    share_metrics,
+    shared_metrics_dir,
+    worker_gone,
+)
 
 log = logging.getLogger("computility.up")
 
 RESTART_AFTER_S = 1.0
-"""A worker that exits is started again after this pause (not in a tight loop if it keeps
-failing)."""
+"""A worker that exits is started again after this pause, doubled each time it exits again
+soon after starting (up to `RESTART_AT_MOST_S`): one that keeps failing is retried less and
+less often, not in a tight loop."""
+RESTART_AT_MOST_S = 60.0
+STEADY_S = 60.0
+"""A worker that ran this long had started well: if it exits, the pause starts over."""
 STOP_WAIT_S = 15.0
 
 
@@ -93,8 +102,9 @@ def shared_port_socket(host: str, port: int, first: bool) -> socket.socket:
 @contextlib.contextmanager
 def shared_metrics(workers: int, worker: bool) -> Iterator[None]:
     """While the service runs, its workers count their events into one directory: a fresh one
-    the first makes (and removes when it stops: counts live as long as the service), inherited
-    by the others through the environment."""
+    the first makes (and removes when it stops: counts live as long as the service; a first
+    killed outright leaves it in the temporary directory), inherited by the others through the
+    environment."""
     if worker:
         path = shared_metrics_dir()
         if path is not None:
@@ -102,6 +112,7 @@ def shared_metrics(workers: int, worker: bool) -> Iterator[None]:
         yield
         return
     if workers == 1:
+        keep_metrics_in_process()
         yield
         return
     made = tempfile.mkdtemp(prefix="computility-metrics-")
@@ -110,6 +121,14 @@ def shared_metrics(workers: int, worker: bool) -> Iterator[None]:
         yield
     finally:
         shutil.rmtree(made, ignore_errors=True)
+
+
+def restart_pause(last: float | None, lived_s: float) -> float:
+    """How long to wait before starting an exited worker again, given the pause before its
+    last start (None: it never exited before) and how long it then ran."""
+    if last is None or lived_s >= STEADY_S:
+        return RESTART_AFTER_S
+    return min(2 * last, RESTART_AT_MOST_S)
 
 
 def _libc() -> ctypes.CDLL | None:
@@ -138,6 +157,10 @@ class Workers:
         self.count, self.argv = count, argv
         """`argv`: the ``up`` arguments every other worker runs with (``--worker`` added)."""
         self.procs: list[subprocess.Popen[bytes]] = []
+        self._born: list[float] = []
+        self._pause: list[float | None] = [None] * (count - 1)
+        self._due: dict[int, float] = {}
+        """Workers (by index) that exited, and when each is to be started again."""
         self._stopping = threading.Event()
         self._ready: Callable[[], bool] = lambda: True
         self._lock = threading.Lock()
@@ -170,18 +193,31 @@ class Workers:
             if self._stopping.is_set():
                 return
             self.procs = [self._spawn(n) for n in range(1, self.count)]
+            self._born = [time.monotonic()] * len(self.procs)
         log.info("started %d more workers (pids %s)", self.count - 1,
                  ", ".join(str(p.pid) for p in self.procs))
         while not self._stopping.wait(0.5):
             with self._lock:
                 for i, proc in enumerate(self.procs):
-                    code = proc.poll()
-                    if code is None or self._stopping.is_set():
-                        continue
-                    log.error("worker %d exited with %d; starting it again", proc.pid, code)
-                    worker_gone(proc.pid)
-                    time.sleep(RESTART_AFTER_S)
-                    self.procs[i] = self._spawn(i + 1)
+                    if self._stopping.is_set():
+                        break
+                    self._tend(i, proc, time.monotonic())
+
+    def _tend(self, i: int, proc: subprocess.Popen[bytes], now: float) -> None:
+        """Start worker `i` again if its pause is over, or notice that it exited."""
+        due = self._due.get(i)
+        if due is not None:
+            if now >= due:
+                del self._due[i]
+                self.procs[i], self._born[i] = self._spawn(i + 1), now
+            return
+        code = proc.poll()
+        if code is None:
+            return
+        worker_gone(proc.pid)
+        pause = self._pause[i] = restart_pause(self._pause[i], now - self._born[i])
+        log.error("worker %d exited with %d; starting it again in %.0f s", proc.pid, code, pause)
+        self._due[i] = now + pause
 
     def stopping(self) -> None:
         """The first is stopping: start no worker again from now on."""

@@ -475,15 +475,15 @@ class SchedulingLoop:
             recent.append(started)
             plane.wake_scheduler.clear()
             try:
-                leading = self.leadership.tick(time.time())
-                plane.metrics.leader.set(1.0 if leading else 0.0)
-                if leading:
+                if self.leadership.tick(time.time()):
                     self.last = cycle(plane, self.leadership)
                     self.cycles += 1
                     plane.metrics.observe_cycle(self.last, time.time())
                     maybe_sample(plane, time.time())
             except Exception:
                 log.exception("scheduling cycle failed")
+            finally:  # a tick that failed half-way may have dropped the leadership
+                plane.metrics.leader.set(1.0 if self.leadership.leading else 0.0)
             spent = time.monotonic() - started
             plane.wake_scheduler.wait(plane.settings.cycle_s)
             # Woken early (a submission, a finished attempt): answer at once while wake-ups are

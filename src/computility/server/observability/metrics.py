@@ -107,6 +107,15 @@ def share_metrics(path: str) -> None:
     values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]
 
 
+def keep_metrics_in_process() -> None:
+    """Count this process's events in its own memory, whatever directory the environment
+    names: a service of one process shares with no one, and files left there by other
+    processes would add their counts to its own."""
+    for name in (SHARED_DIR_ENV, SHARED_DIR_ENV.lower()):  # prometheus-client reads both
+        os.environ.pop(name, None)
+    values.ValueClass = values.MutexValue
+
+
 def worker_gone(pid: int) -> None:
     """A worker exited: its live gauges (leadership) no longer count; its counters still do."""
     path = shared_metrics_dir()
