@@ -82,11 +82,22 @@ SITE_POOLS = {"cpu": ("EPYC-7763", 4096)}
 # --------------------------------------------------------------------------- the processes
 
 
-def _serve(pipe: Any, data_dir: str, db_url: str | None, tenants: int) -> None:
+def _share_metrics(metrics_dir: str | None) -> None:
+    """Count events with the other replicas in `metrics_dir`, as the workers of ``computility
+    up --workers`` count theirs (None: one process, its own)."""
+    if metrics_dir is not None:
+        from computility.server.observability.metrics import share_metrics
+
+        share_metrics(metrics_dir)
+
+
+def _serve(pipe: Any, data_dir: str, db_url: str | None, tenants: int,
+           metrics_dir: str | None) -> None:
     """Child: the control plane, its users' keys made, until told to stop."""
     from computility.server.settings import from_environment
     from computility.testing.controlplane import local_control_plane, new_tenant
 
+    _share_metrics(metrics_dir)
     # As `computility up` is configured: its environment's tunables, a frozen start-up heap.
     tuned = from_environment()
     with local_control_plane(Path(data_dir), db_url, tune_heap=True,
@@ -106,12 +117,13 @@ def _serve(pipe: Any, data_dir: str, db_url: str | None, tenants: int) -> None:
         pipe.recv()
 
 
-def _replica(pipe: Any, data_dir: str, db_url: str, name: str) -> None:
+def _replica(pipe: Any, data_dir: str, db_url: str, name: str, metrics_dir: str | None) -> None:
     """Child: another replica of the plane on the same PostgreSQL database and blob directory
     (as the operator guide deploys them), serving until told to stop."""
     from computility.server.settings import from_environment
     from computility.testing.controlplane import local_control_plane
 
+    _share_metrics(metrics_dir)
     tuned = from_environment()
     with local_control_plane(Path(data_dir), db_url, tune_heap=True, replica=name,
                              request_threads=tuned.request_threads) as server:
@@ -157,14 +169,19 @@ def served(kind: str, pg: str, clients: int, replicas: int = 1,
         raise SystemExit("--replicas: several replicas need PostgreSQL")
     tenants = max(1, -(-clients // USERS_PER_TENANT))
     with database(kind, pg) as db_url, tempfile.TemporaryDirectory() as tmp, \
-            _child(_serve, tmp, db_url, tenants) as (plane, server), \
             contextlib.ExitStack() as others:
+        metrics_dir = None
+        if replicas > 1:  # as `up --workers` runs them: their events counted together
+            metrics_dir = str(Path(tmp) / "metrics")
+            Path(metrics_dir).mkdir()
+        plane, server = others.enter_context(_child(_serve, tmp, db_url, tenants, metrics_dir))
         if not plane.poll(300):
             raise SystemExit("the control plane did not start within 300 s")
         url, provider, keys = plane.recv()
         urls, pids = [url], [server.pid]
         for n in range(1, replicas):
-            pipe, child = others.enter_context(_child(_replica, tmp, db_url, f"load-{n}"))
+            pipe, child = others.enter_context(_child(_replica, tmp, db_url, f"load-{n}",
+                                                      metrics_dir))
             if not pipe.poll(300):
                 raise SystemExit(f"replica {n} did not start within 300 s")
             urls.append(pipe.recv())
