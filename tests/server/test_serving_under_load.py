@@ -85,7 +85,11 @@ def test_sqlite_writers_in_one_process_queue_for_the_write_lock_instead_of_faili
 def test_reads_run_on_the_event_loops_thread_on_sqlite(tmp_path: Path) -> None:
     # An in-process read takes less time than a hop to a worker thread and back.
     plane = ControlPlane(open_database(Settings(data_dir=tmp_path)), Settings(data_dir=tmp_path))
-    assert asyncio.run(plane.read(threading.get_ident)) == threading.get_ident()
+    threads: list[int] = []
+    event.listen(plane.engine, "before_cursor_execute",
+                 lambda *_: threads.append(threading.get_ident()))
+    assert asyncio.run(plane.one(select(db.tenants.c.id), {})) is None
+    assert threads and set(threads) == {threading.get_ident()}
 
 
 def test_scheduling_cycles_keep_to_their_share_of_the_loops_time() -> None:

@@ -260,9 +260,13 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         if loop is not None:
             loop.start()
         start_validation_worker(app)
+        if plane.loop_reads is not None:
+            await plane.loop_reads.open()
         try:
             yield
         finally:
+            if plane.loop_reads is not None:
+                await plane.loop_reads.close()
             await asyncio.to_thread(stop_validation_worker, app)
             if loop is not None:
                 await asyncio.to_thread(loop.stop)

@@ -11,21 +11,20 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
 from sqlalchemy import Connection, Engine, select
+from sqlalchemy.sql import Select
 from starlette.concurrency import run_in_threadpool
 
 from computility.domain.network import Network
 from computility.network import load_network
 from computility.server.db import schema as db
 from computility.server.db.engine import is_sqlite, writer
+from computility.server.db.loop_reads import LoopReads
 from computility.server.live import LiveNetwork, PoolRow, SiteRow
 from computility.server.observability.metrics import ServerMetrics
 from computility.server.settings import Settings, default_replica
-
-P = ParamSpec("P")
-T = TypeVar("T")
 
 
 class ControlPlane:
@@ -43,6 +42,9 @@ class ControlPlane:
         self.settings = settings
         self.base: Network = load_network(settings.network)
         self.replica = settings.replica or default_replica()
+        self.loop_reads = None if is_sqlite(engine) else LoopReads(engine, self.replica[:63])
+        """On PostgreSQL, the pool `one` reads through on the service's event loop (opened and
+        closed by the app's lifespan)."""
         self._live: LiveNetwork | None = None
         self._live_key: Any = None
         self._fresh: tuple[LiveNetwork, float] | None = None
@@ -62,13 +64,23 @@ class ControlPlane:
         holds. Protocol timers use the wall clock instead."""
         return self.settings.clock()
 
-    async def read(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        """`fn(*args, **kwargs)`, a short read for a request. On SQLite a read is this process's
-        own work, done in less time than a hop to a worker thread and back, so it runs on the
-        event loop; on PostgreSQL it waits on the network, so in a worker thread."""
+    async def one(self, statement: Select[Any], params: dict[str, Any]) -> dict[str, Any] | None:
+        """The first row of a read of one statement (None: no row), for a request.
+
+        On SQLite a read is this process's own work, done in less time than a hop to a worker
+        thread and back, so it runs on the event loop. On PostgreSQL it waits on the network:
+        awaited on the event loop through `loop_reads` where that is open, else in a worker
+        thread; never blocking the loop on the database."""
+        if self.loop_reads is not None and self.loop_reads.serves():
+            return await self.loop_reads.one(statement, params)
         if self._write_gate is not None:
-            return fn(*args, **kwargs)
-        return await run_in_threadpool(fn, *args, **kwargs)
+            return self._one_now(statement, params)
+        return await run_in_threadpool(self._one_now, statement, params)
+
+    def _one_now(self, statement: Select[Any], params: dict[str, Any]) -> dict[str, Any] | None:
+        with self.reads.connect() as conn:
+            row = conn.execute(statement, params).mappings().first()
+        return None if row is None else dict(row)
 
     @contextlib.contextmanager
     def write(self) -> Iterator[Connection]:

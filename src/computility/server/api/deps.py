@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import Depends, Header, Request
-from sqlalchemy import select
-from starlette.concurrency import run_in_threadpool
+from sqlalchemy import bindparam, select
 
 from computility.server.auth import Identity, revoked, secret_matches, split_key
 from computility.server.db import schema as db
@@ -104,7 +103,7 @@ async def _verified(
     plane: ControlPlane = request.app.state.plane
     with _cache_lock:
         generation = _revocations
-    row = await run_in_threadpool(_key_row, plane, key_id)
+    row = await plane.one(_KEY_ROW, {"key_id": key_id})
     if row is None or revoked(row["revoked_at"], time.time()) or not secret_matches(
         secret, row["secret_sha256"]
     ):
@@ -129,10 +128,7 @@ def _known(request: Request, who: Identity) -> Identity:
     return who
 
 
-def _key_row(plane: ControlPlane, key_id: str) -> Any:
-    with plane.reads.connect() as conn:
-        return conn.execute(select(db.api_keys).where(db.api_keys.c.id == key_id)
-                            ).mappings().first()
+_KEY_ROW = select(db.api_keys).where(db.api_keys.c.id == bindparam("key_id"))
 
 
 AGENT_PATHS = ("/api/v1/agent/", "/api/v1/whoami")

@@ -16,7 +16,7 @@ from computility.server.problems import ApiError, forbidden, invalid, not_found
 from computility.server.store import tasks as store
 from computility.server.store.attempts import list_for_task
 from computility.server.store.explain import explain, quote
-from computility.server.store.files import file_of, log_of
+from computility.server.store.files import file_of, visible_log
 from computility.wire.api import (
     AttemptOut,
     Explanation,
@@ -102,7 +102,7 @@ def list_tasks(
 
 @router.get("/tasks/{task_id}", response_model=TaskOut)
 async def get_task(task_id: TaskId, who: Caller, plane: Plane) -> TaskOut:
-    row = await plane.read(store.get, plane, who, task_id)
+    row = await store.status(plane, who, task_id)
     return store.task_out(row, plane.currency, with_spec=True)
 
 
@@ -152,7 +152,7 @@ async def task_logs(
     newer attempt's log has replaced it, that whole log (200) instead of a range of it."""
     if stream not in ("stdout", "stderr"):
         raise invalid("stream", "stdout or stderr", 400)
-    path, attempt = await plane.read(_visible_log, plane, who, task_id, stream)
+    path, attempt = await visible_log(plane, who, task_id, stream)
     if path is None:
         return PlainTextResponse("")
     media = "text/plain; charset=utf-8"
@@ -161,12 +161,6 @@ async def task_logs(
         return Response(await run_in_threadpool(path.read_bytes), media_type=media,
                         headers=headers)
     return FileResponse(path, media_type=media, headers=headers)
-
-
-def _visible_log(plane: Plane, who: Caller, task_id: int, stream: str,
-                 ) -> tuple[Any, int | None]:
-    store.check_visible(plane, who, task_id)
-    return log_of(plane, task_id, stream)
 
 
 @router.get("/tasks/{task_id}/outputs")

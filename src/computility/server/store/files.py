@@ -9,14 +9,16 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterable
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, and_, bindparam, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from computility.server.auth import Identity
 from computility.server.blobs import BlobStore
 from computility.server.db import schema as db
 from computility.server.plane import ControlPlane
+from computility.server.problems import not_found
 
 FILE_KINDS = ("stdout", "stderr", "outputs")
 
@@ -73,10 +75,40 @@ def log_of(plane: ControlPlane, task_id: int, kind: str) -> tuple[Path | None, i
     with plane.reads.connect() as conn:
         row = conn.execute(select(db.task_files.c.digest, db.task_files.c.attempt_id).where(
             db.task_files.c.task_id == task_id, db.task_files.c.kind == kind)).first()
-    if row is None:
+    return (None, None) if row is None else _stored(plane, row[0], row[1])
+
+
+def _stored(plane: ControlPlane, digest: str | None, attempt: int | None,
+            ) -> tuple[Path | None, int | None]:
+    if digest is None or attempt is None:
         return None, None
-    path = blob_store(plane).path(row[0])
-    return (path, int(row[1])) if path.exists() else (None, None)
+    path = blob_store(plane).path(digest)
+    return (path, int(attempt)) if path.exists() else (None, None)
+
+
+def _visible_file(tenant: bool) -> Any:
+    """A task's file of one kind, joined to the task so that who may see it is checked in the
+    same statement: one round trip for the API's log reads."""
+    t, f = db.tasks.c, db.task_files.c
+    query = select(f.digest, f.attempt_id).select_from(db.tasks.outerjoin(
+        db.task_files, and_(f.task_id == t.id, f.kind == bindparam("kind"))),
+    ).where(t.id == bindparam("task_id"))
+    return query.where(t.tenant_id == bindparam("tenant")) if tenant else query
+
+
+_VISIBLE_FILE = {tenant: _visible_file(tenant) for tenant in (True, False)}
+
+
+async def visible_log(plane: ControlPlane, who: Identity, task_id: int, kind: str,
+                      ) -> tuple[Path | None, int | None]:
+    """`log_of` for a request, 404 unless `who` may see the task."""
+    params: dict[str, Any] = {"task_id": task_id, "kind": kind}
+    if not who.operator:
+        params["tenant"] = who.tenant
+    row = await plane.one(_VISIBLE_FILE[not who.operator], params)
+    if row is None:
+        raise not_found("task", task_id)
+    return _stored(plane, row["digest"], row["attempt_id"])
 
 
 def file_of(plane: ControlPlane, task_id: int, kind: str) -> Path | None:
