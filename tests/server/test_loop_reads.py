@@ -86,15 +86,16 @@ def test_a_task_another_tenant_owns_is_not_found_through_the_loops_reads(
 ) -> None:
     plane, task_id = _plane_with_a_task(tmp_path, pg_url)
 
-    async def reads() -> list[BaseException | Any]:
+    async def reads() -> list[Any]:
         assert plane.loop_reads is not None
         await plane.loop_reads.open()
         try:
-            return await asyncio.gather(
+            outcomes: list[Any] = await asyncio.gather(
                 store.status(plane, STRANGER, task_id),
                 visible_log(plane, STRANGER, task_id, "stdout"),
                 store.visible_or_404(plane, STRANGER, task_id),
                 store.status(plane, OWNER, task_id + 1), return_exceptions=True)
+            return outcomes
         finally:
             await plane.loop_reads.close()
 
