@@ -74,10 +74,11 @@ class ControlPlane:
         if self.loop_reads is not None and self.loop_reads.serves():
             return await self.loop_reads.one(statement, params)
         if self._write_gate is not None:
-            return self._one_now(statement, params)
-        return await run_in_threadpool(self._one_now, statement, params)
+            return self.one_now(statement, params)
+        return await run_in_threadpool(self.one_now, statement, params)
 
-    def _one_now(self, statement: Select[Any], params: dict[str, Any]) -> dict[str, Any] | None:
+    def one_now(self, statement: Select[Any], params: dict[str, Any]) -> dict[str, Any] | None:
+        """`one` for code already off the event loop (a handler in a worker thread)."""
         with self.reads.connect() as conn:
             row = conn.execute(statement, params).mappings().first()
         return None if row is None else dict(row)

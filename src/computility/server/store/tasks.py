@@ -367,9 +367,7 @@ def _get_params(who: Identity, task_id: int) -> dict[str, Any]:
 
 
 def _read_one(plane: ControlPlane, who: Identity, task_id: int, figures: bool) -> Any:
-    with plane.reads.connect() as conn:
-        row = conn.execute(_GET[figures, not who.operator], _get_params(who, task_id)
-                           ).mappings().first()
+    row = plane.one_now(_GET[figures, not who.operator], _get_params(who, task_id))
     if row is None:
         raise not_found("task", task_id)
     return row
