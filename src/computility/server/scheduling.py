@@ -38,6 +38,7 @@ from computility.scheduler.placement import Placement
 from computility.scheduler.policies import SHIFTING_POLICIES
 from computility.server import placements, states
 from computility.server.db import schema as db
+from computility.server.db.among import among
 from computility.server.db.retry import retrying
 from computility.server.leadership import Leadership
 from computility.server.live import Demand, LiveNetwork, site_rules
@@ -156,10 +157,10 @@ def housekeeping(plane: ControlPlane, now: float) -> tuple[int, int]:
         gone = conn.execute(select(db.sites.c.id).where(
             db.sites.c.online.is_(True), db.sites.c.last_seen_at < cutoff)).scalars().all()
         if gone:
-            conn.execute(update(db.sites).where(db.sites.c.id.in_(gone)).values(
+            conn.execute(update(db.sites).where(among(conn, db.sites.c.id, gone)).values(
                 online=False, version=db.sites.c.version + 1))
         stuck = (db.tasks.c.state == states.QUEUED) & (
-            db.tasks.c.site_id.in_(gone) if gone else False
+            among(conn, db.tasks.c.site_id, gone) if gone else False
         )
         stuck = stuck | ((db.tasks.c.state == states.QUEUED)
                          & (db.tasks.c.updated_at < now - REQUEUE_AFTER_S))

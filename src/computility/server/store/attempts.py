@@ -20,6 +20,7 @@ from computility.domain.site import MILLI
 from computility.server import states
 from computility.server.auth import Identity
 from computility.server.db import schema as db
+from computility.server.db.among import among
 from computility.server.db.engine import is_sqlite
 from computility.server.observability.logging import bind, log_context
 from computility.server.plane import ControlPlane
@@ -75,7 +76,7 @@ def claim(
         ids = [t["id"] for t in chosen]
         numbers = dict(conn.execute(
             select(db.attempts.c.task_id, func.max(db.attempts.c.number))
-            .where(db.attempts.c.task_id.in_(ids)).group_by(db.attempts.c.task_id)).all())
+            .where(among(conn, db.attempts.c.task_id, ids)).group_by(db.attempts.c.task_id)).all())
         leases = []
         for t in chosen:
             states.check_task(states.QUEUED, states.LEASED)

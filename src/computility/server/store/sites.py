@@ -15,6 +15,7 @@ from computility.domain.site import MILLI
 from computility.server import states
 from computility.server.auth import Identity, new_key
 from computility.server.db import schema as db
+from computility.server.db.among import among
 from computility.server.observability.logging import log_context
 from computility.server.plane import ControlPlane
 from computility.server.problems import conflict, forbidden, invalid, not_found
@@ -102,7 +103,7 @@ def register(plane: ControlPlane, who: Identity, site: SiteIn) -> tuple[SiteOut,
                                             db.tasks.c.state == states.QUEUED)
             ).scalars().all()
             if busy:  # pools may have changed: queued tasks are placed again
-                conn.execute(update(db.tasks).where(db.tasks.c.id.in_(busy)).values(
+                conn.execute(update(db.tasks).where(among(conn, db.tasks.c.id, busy)).values(
                     state=states.PENDING, site_id=None, pool_id=None,
                     version=db.tasks.c.version + 1, updated_at=now))
             before = _pool_summary(conn.execute(
@@ -251,7 +252,7 @@ def heartbeat(plane: ControlPlane, who: Identity, beat: Heartbeat) -> HeartbeatR
                 a["id"]: a for a in conn.execute(
                     select(db.attempts.c.id, db.attempts.c.token, db.attempts.c.state,
                            db.attempts.c.task_id)
-                    .where(db.attempts.c.id.in_(ids), db.attempts.c.site_id == site_id)
+                    .where(among(conn, db.attempts.c.id, ids), db.attempts.c.site_id == site_id)
                 ).mappings()
             }
             live_ids = []
@@ -262,7 +263,7 @@ def heartbeat(plane: ControlPlane, who: Identity, beat: Heartbeat) -> HeartbeatR
                 else:
                     live_ids.append(r.attempt)
             if live_ids:
-                conn.execute(update(db.attempts).where(db.attempts.c.id.in_(live_ids))
+                conn.execute(update(db.attempts).where(among(conn, db.attempts.c.id, live_ids))
                              .values(lease_expires_at=now + plane.settings.lease_ttl_s))
                 cancel = _to_stop(plane, conn, [held[i]["task_id"] for i in live_ids],
                                   {r.attempt: r.run_s for r in beat.running}, live_ids, now)
@@ -312,8 +313,8 @@ def _to_stop(
     tasks = {t["id"]: t for t in conn.execute(
         select(db.tasks.c.id, db.tasks.c.cancel_requested, db.tasks.c.max_price_micro,
                db.tasks.c.version, db.tasks.c.dataset, db.tasks.c.data_local)
-        .where(db.tasks.c.id.in_(task_ids))).mappings()}
-    attempts = conn.execute(select(db.attempts).where(db.attempts.c.id.in_(attempt_ids))
+        .where(among(conn, db.tasks.c.id, task_ids))).mappings()}
+    attempts = conn.execute(select(db.attempts).where(among(conn, db.attempts.c.id, attempt_ids))
                             ).mappings().all()
     stop = []
     priced = [a for a in attempts if tasks[a["task_id"]]["max_price_micro"] is not None

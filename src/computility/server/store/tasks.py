@@ -28,6 +28,7 @@ from computility.domain.money import from_micro
 from computility.server import states
 from computility.server.auth import Identity
 from computility.server.db import schema as db
+from computility.server.db.among import among
 from computility.server.live import Demand, LiveNetwork, demand_of
 from computility.server.plane import ControlPlane
 from computility.server.problems import ApiError, invalid, not_found
@@ -195,7 +196,7 @@ def _by_keys(plane: ControlPlane, tenant: str, keys: list[str]) -> list[dict[str
     with plane.engine.connect() as conn:
         ids = conn.execute(
             select(db.tasks.c.id).where(
-                db.tasks.c.tenant_id == tenant, db.tasks.c.idempotency_key.in_(keys)
+                db.tasks.c.tenant_id == tenant, among(conn, db.tasks.c.idempotency_key, keys)
             )
         ).scalars().all()
         return _rows(conn, sorted(ids)) if ids else None
@@ -279,11 +280,8 @@ def _budget_left(plane: ControlPlane, tenant: str) -> int | None:
 
 
 def _rows(conn: Connection, ids: Sequence[int]) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    for start in range(0, len(ids), 500):
-        chunk = list(ids[start:start + 500])
-        rows = conn.execute(select(db.tasks).where(db.tasks.c.id.in_(chunk))).mappings().all()
-        out.extend(dict(r) for r in rows)
+    rows = conn.execute(select(db.tasks).where(among(conn, db.tasks.c.id, ids))).mappings()
+    out = [dict(r) for r in rows]
     out.sort(key=lambda r: int(r["id"]))
     return _with_figures(conn, out)
 
@@ -294,14 +292,14 @@ def _with_figures(conn: Connection, rows: list[dict[str, Any]]) -> list[dict[str
         return rows
     ids = [r["id"] for r in rows]
     n_attempts: dict[int, int] = dict(conn.execute(
-        select(db.attempts.c.task_id, func.count()).where(db.attempts.c.task_id.in_(ids))
+        select(db.attempts.c.task_id, func.count()).where(among(conn, db.attempts.c.task_id, ids))
         .group_by(db.attempts.c.task_id)
     ).all())
     led = db.ledger.c
     billed = {row[0]: row[1:] for row in conn.execute(
         select(led.task_id, func.sum(led.total_micro), func.sum(led.kwh),
                func.sum(led.carbon_kg))
-        .where(led.task_id.in_(ids)).group_by(led.task_id)
+        .where(among(conn, led.task_id, ids)).group_by(led.task_id)
     ).all()}
     for r in rows:
         r["n_attempts"] = int(n_attempts.get(r["id"], 0))

@@ -19,6 +19,7 @@ from sqlalchemy import func, insert, select, update
 
 from computility.server.auth import Identity
 from computility.server.db import schema as db
+from computility.server.db.among import among
 from computility.server.db.engine import is_sqlite
 from computility.server.plane import ControlPlane
 from computility.server.store import audit
@@ -150,7 +151,7 @@ def states_of(plane: ControlPlane, run_ids: list[int]) -> dict[int, str]:
         return {}
     with plane.engine.connect() as conn:
         return {r.id: r.state for r in conn.execute(
-            select(vr.c.id, vr.c.state).where(vr.c.id.in_(run_ids)))}
+            select(vr.c.id, vr.c.state).where(among(conn, vr.c.id, run_ids)))}
 
 
 def requeue(plane: ControlPlane, run_ids: list[int]) -> None:
@@ -158,7 +159,7 @@ def requeue(plane: ControlPlane, run_ids: list[int]) -> None:
     if not run_ids:
         return
     with plane.write() as conn:
-        conn.execute(update(vr).where(vr.c.id.in_(run_ids), vr.c.state == RUNNING).values(
+        conn.execute(update(vr).where(among(conn, vr.c.id, run_ids), vr.c.state == RUNNING).values(
             state=QUEUED, replica=None, pid=None, started_at=None, progress=0.0, message=None))
 
 
@@ -176,8 +177,8 @@ def fail_orphans(plane: ControlPlane) -> list[int]:
     orphans = [r.id for r in rows if sqlite or replica_gone(r.replica, plane.replica)]
     if orphans:
         with plane.write() as conn:
-            conn.execute(update(vr).where(vr.c.id.in_(orphans), vr.c.state == RUNNING).values(
-                state=FAILED, message=RESTARTED, finished_at=time.time()))
+            conn.execute(update(vr).where(among(conn, vr.c.id, orphans), vr.c.state == RUNNING)
+                         .values(state=FAILED, message=RESTARTED, finished_at=time.time()))
     return orphans
 
 

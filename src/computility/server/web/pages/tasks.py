@@ -32,6 +32,7 @@ from computility.domain.money import to_micro
 from computility.server import states
 from computility.server.auth import Identity
 from computility.server.db import schema as db
+from computility.server.db.among import among
 from computility.server.db.retry import retrying
 from computility.server.plane import ControlPlane
 from computility.server.problems import ApiError
@@ -140,7 +141,7 @@ def _list_figures(conn: Connection, rows: list[dict[str, Any]], now: float) -> N
         select(a.task_id, func.sum(a.run_s), running_since, func.count(led.id),
                func.sum(led.total_micro))
         .select_from(db.attempts.outerjoin(db.ledger, led.attempt_id == a.id))
-        .where(a.task_id.in_([r["id"] for r in rows])).group_by(a.task_id)).all()}
+        .where(among(conn, a.task_id, [r["id"] for r in rows])).group_by(a.task_id)).all()}
     for r in rows:
         ran, since, billed, micro = figures.get(r["id"], (None, None, 0, None))
         elapsed = None if since is None else max(0.0, now - float(since))
@@ -248,12 +249,12 @@ def task_view(plane: ControlPlane, who: Identity, task_id: int) -> dict[str, Any
         row = dict(found)
         attempts = list_for_task(plane, task_id)
         bills = {b["attempt_id"]: dict(b) for b in conn.execute(select(db.ledger).where(
-            db.ledger.c.attempt_id.in_([a["id"] for a in attempts]))).mappings()} \
+            among(conn, db.ledger.c.attempt_id, [a["id"] for a in attempts]))).mappings()} \
             if attempts else {}
         sites = {a["site_id"] for a in attempts} | ({row["site_id"]} if row["site_id"] else set())
         devices = {(p[0], p[1]): p[2] for p in conn.execute(
             select(db.pools.c.site_id, db.pools.c.pool_id, db.pools.c.device)
-            .where(db.pools.c.site_id.in_(sorted(sites))))} if sites else {}
+            .where(among(conn, db.pools.c.site_id, sorted(sites))))} if sites else {}
     for a in attempts:
         a["bill"] = bills.get(a["id"])
         a["device"] = (a["bill"] or {}).get("device") or devices.get((a["site_id"], a["pool_id"]))
