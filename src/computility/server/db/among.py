@@ -2,12 +2,12 @@
 
 SQLAlchemy renders `column.in_(values)` with one placeholder per value, so a list of 3 ids and a
 list of 4 are two statements to the database. Each distinct statement is parsed and prepared
-again, and SQLite keeps up to 128 prepared statements per connection (about 10 KiB each): the
+again, and SQLite keeps up to 128 prepared statements per connection (about 12 KiB each): the
 heartbeats, leases and task lists of a busy plane, each with lists of every length, filled every
 connection's cache with statements run once and pushed out the ones run thousands of times.
 Measured under `benchmarks/load.py` (SQLite): 291 distinct statements in 2.5 minutes, of which
 about 180 were the same few queries with lists of different lengths, and SQLite's prepared
-statements grew to about 1.4 MiB per connection.
+statements grew to 1.6 MiB per connection.
 
 `among` passes the values as one parameter instead: a JSON array read by `json_each` on SQLite,
 an array compared with `= ANY` on PostgreSQL. The statement's text no longer depends on the
